@@ -1,0 +1,188 @@
+"""The IR: an unrolled networkx DiGraph of concrete states, edges in the forward
+(generative) direction, plain data attributes only (no torch objects, no callables).
+
+Nodes ("x[3]", "z1"):  family, index, dtype, params, shape, role (source|data|latent),
+                       prior (kernel id, source only), span (line, col, end_line, end_col)
+Edges (src -> dst):    kind (step | context), transition ("step1"), binding ({"t": 3}),
+                       forward, backward (kernel ids; steps only), span
+Graph attributes:      name, dims, schedules, nets, kernels, transitions, objective,
+                       dataset, train, source, data
+
+`validate()` checks the structure with networkx itself (cycles, reachability, one
+entering step per state, context edges from ancestors); `dump()` is the canonical,
+sorted text behind `gfdsl compile --dump ir`.
+
+Branching DAGs (reward-driven GFlowNets over grids, sets, sequences) fit the same shape
+at the level of state families: a node per family with action-valued step edges; the
+unrolled form here is the special case where each state has one entering step.
+"""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+
+from gfdsl.check import CheckedSpec
+from gfdsl.errors import GfdslError, diag
+from gfdsl.source import Span
+
+
+def build(spec: CheckedSpec) -> nx.DiGraph:
+    """CheckedSpec -> SpecGraph (a networkx DiGraph with plain attributes)."""
+    g = nx.DiGraph()
+    g.graph.update(
+        name=spec.name,
+        dims=dict(spec.dims),
+        schedules={n: dict(entry=v["entry"], args=v["args"], span=v["span"].as_tuple())
+                   for n, v in spec.schedules.items()},
+        nets={n: dict(entry=v["entry"], args=v["args"], family=v["family"], span=v["span"].as_tuple())
+              for n, v in spec.nets.items()},
+        kernels={k: dict(entry=v.entry, args=v.args, learned=v.learned, caps=list(v.caps), role=v.role,
+                         inverse_of=v.inverse_of, span=v.span.as_tuple())
+                 for k, v in spec.kernels.items()},
+        transitions={t: dict(text=v.text, src=v.src, dst=v.dst, var=v.var, lo=v.lo, hi=v.hi,
+                             calls=dict(v.calls), span=v.span.as_tuple())
+                     for t, v in spec.transitions.items()},
+        objective=[dict(coef=t["coef"], term=t["term"], args=t["args"], span=t["span"].as_tuple())
+                   for t in spec.objective],
+        dataset=None if spec.dataset is None else dict(entry=spec.dataset["entry"], args=spec.dataset["args"],
+                                                       span=spec.dataset["span"].as_tuple()),
+        train=dict(spec.train),
+        source=spec.source_node,
+        data=spec.data_node,
+    )
+    for n in spec.nodes.values():
+        g.add_node(n.id, family=n.family, index=n.index, dtype=n.type.dtype, params=list(n.type.params),
+                   shape=list(n.type.shape), role=n.role, prior=n.prior, span=n.span.as_tuple())
+    for e in spec.edges:
+        if g.has_edge(e.src, e.dst):
+            # two steps (or a step and a context) between the same states: keep both visible
+            g.edges[e.src, e.dst].setdefault("also", []).append(e.transition)
+            continue
+        attrs = dict(kind=e.kind, transition=e.transition, binding=dict(e.binding), span=e.span.as_tuple())
+        if e.kind == "step":
+            attrs.update(forward=e.forward, backward=e.backward)
+        g.add_edge(e.src, e.dst, **attrs)
+    return g
+
+
+def _span(t) -> Span:
+    return Span(*t) if t else Span(1, 1, 1, 1)
+
+
+def steps_view(g: nx.DiGraph) -> nx.DiGraph:
+    """The subgraph of step edges only (context edges removed)."""
+    return nx.subgraph_view(g, filter_edge=lambda a, b: g.edges[a, b]["kind"] == "step")
+
+
+def validate(g: nx.DiGraph, source) -> None:
+    """Structural checks on the unrolled DAG; raises GfdslError with every problem."""
+    diags = []
+
+    def err(code, span, **kw):
+        diags.append(diag(code, source, _span(span), **kw))
+
+    for a, b, d in g.edges(data=True):
+        if d.get("also"):
+            err("E504", d["span"], state=b, hint=f"{a} -> {b} is declared by more than one step")
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join([cycle[0][0]] + [v for _, v in cycle])
+        err("E501", g.edges[cycle[0][0], cycle[0][1]]["span"], cycle=path)
+        raise GfdslError(diags)
+    steps = steps_view(g)
+    src, data = g.graph["source"], g.graph["data"]
+    for n in g.nodes:
+        ins = [a for a in steps.predecessors(n)]
+        if n == src and ins:
+            err("E507", g.edges[ins[0], n]["span"], message=f"the source {n} is entered by a step",
+                hint="the source is where every forward trajectory starts; no step may lead into it")
+        elif len(ins) > 1:
+            err("E504", g.edges[ins[1], n]["span"], state=n,
+                hint=f"it is entered from {' and '.join(sorted(ins))}; each state needs exactly one parent here")
+    if data is not None and any(True for _ in steps.successors(data)):
+        out = next(iter(steps.successors(data)))
+        err("E507", g.edges[data, out]["span"], message=f"the data state {data} has a step leading out of it",
+            hint="the data state is where forward trajectories end; remove the step or move `data`")
+    if src is not None and data is not None:
+        if not nx.has_path(steps, src, data):
+            err("E502", _node_span(g, data), data=data, source=src)
+        else:
+            on_path = nx.descendants(steps, src) & nx.ancestors(steps, data) | {src, data}
+            for n in sorted(set(g.nodes) - on_path, key=_order_key(g)):
+                err("E505", g.nodes[n]["span"], state=n)
+                break  # one is enough: the rest of an unconnected family says the same
+    for a, b, d in g.edges(data=True):
+        if d["kind"] != "context":
+            continue
+        parent = next((p for p in steps.predecessors(b)), None)
+        if parent is None or not (a == parent or a in nx.ancestors(steps, parent)):
+            err("E506", d["span"], ctx=a, state=b)
+    if diags:
+        raise GfdslError(diags)
+
+
+def _node_span(g, n):
+    return g.nodes[n]["span"]
+
+
+def _order_key(g):
+    def key(n):
+        d = g.nodes[n]
+        return (d["family"], d["index"] if d["index"] is not None else -1)
+
+    return key
+
+
+# -- canonical text ---------------------------------------------------------------------------
+
+
+def _fmt(v) -> str:
+    """Stable, compact JSON for attribute values (sorted keys, no whitespace noise)."""
+    return json.dumps(v, sort_keys=True, separators=(", ", ": "))
+
+
+def dump(g: nx.DiGraph) -> str:
+    """The canonical text of an IR: sorted, stable, owned by gfdsl (not a serializer)."""
+    G = g.graph
+    out = [f"model {G['name']}"]
+    out.append("dims " + _fmt(G["dims"]))
+    out.append(f"source {G['source']}")
+    out.append(f"data {G['data']}")
+    if G["dataset"]:
+        out.append(f"dataset {G['dataset']['entry']} {_fmt(G['dataset']['args'])}")
+    for name in sorted(G["schedules"]):
+        s = G["schedules"][name]
+        out.append(f"schedule {name} = {s['entry']} {_fmt(s['args'])}")
+    for name in sorted(G["nets"]):
+        s = G["nets"][name]
+        out.append(f"net {name} = {s['entry']} {_fmt(s['args'])}")
+    for kid in sorted(G["kernels"]):
+        k = G["kernels"][kid]
+        tag = "learned" if k["learned"] else "fixed"
+        extra = f" inverse_of={k['inverse_of']}" if k["inverse_of"] else ""
+        out.append(f"kernel {kid} = {k['entry']} {_fmt(k['args'])} {k['role']} {tag} caps={','.join(k['caps']) or '-'}"
+                   + extra)
+    for tid in sorted(G["transitions"], key=lambda t: int(t[4:]) if t[4:].isdigit() else t):
+        out.append(f"transition {tid}: {G['transitions'][tid]['text']}")
+    for n in sorted(g.nodes, key=_order_key(g)):
+        d = g.nodes[n]
+        shape = f"{d['dtype']}{'(' + ','.join(map(str, d['params'])) + ')' if d['params'] else ''}" \
+                f"[{','.join(map(str, d['shape']))}]"
+        prior = f" prior={d['prior']}" if d["prior"] else ""
+        out.append(f"node {n} {shape} {d['role']}{prior}")
+    for a, b in sorted(g.edges, key=lambda e: (_order_key(g)(e[0]), _order_key(g)(e[1]))):
+        d = g.edges[a, b]
+        bind = " " + " ".join(f"{k}={v}" for k, v in sorted(d["binding"].items())) if d["binding"] else ""
+        if d["kind"] == "step":
+            out.append(f"edge {a} -> {b} step {d['transition']}{bind} F={d['forward']} B={d['backward']}")
+        else:
+            out.append(f"edge {a} -> {b} context {d['transition']}{bind}")
+    for t in G["objective"]:
+        out.append(f"objective {t['coef']:g} * {t['term']} {_fmt(t['args'])}")
+    out.append("train " + _fmt(G["train"]))
+    return "\n".join(out) + "\n"

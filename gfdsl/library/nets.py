@@ -1,0 +1,73 @@
+"""Networks a spec may declare. Sizes are checked against the kernels that use them.
+
+Spec-level description only (no torch): each net states its flat input size, output
+size and time-embedding width so the checker can match them to states.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosInt
+
+Activation = Literal["silu", "relu", "gelu", "tanh", "elu"]
+
+
+class MLPArgs(Args):
+    """mlp(in, out, hidden = [256, 256], act = "silu", time_embed = 0)."""
+
+    in_: PosInt = Field(alias="in", description="flat input size (plus context inputs)")
+    out: PosInt = Field(description="flat output size")
+    hidden: list[PosInt] = Field(default=[256, 256], description="widths of the hidden layers")
+    act: Activation = "silu"
+    time_embed: NonNegInt = Field(default=0, description="width of the sinusoidal step embedding; 0 = none")
+
+
+class MADEArgs(Args):
+    """made(in, hidden, out_per_dim = 1): masked autoencoder (Germain et al. 2015)."""
+
+    in_: PosInt = Field(alias="in")
+    hidden: list[PosInt] = Field(default=[256, 256], min_length=1)
+    out_per_dim: PosInt = Field(default=1, description="outputs per input dimension (2 for affine, K for K classes)")
+    act: Activation = "relu"
+    time_embed: NonNegInt = 0
+
+
+class ConvArgs(Args):
+    """convnet(channels, size, width = 64, out_channels = channels, time_embed = 0)."""
+
+    channels: PosInt
+    size: PosInt = Field(description="height = width of the square image")
+    width: PosInt = 64
+    depth: PosInt = 3
+    out_channels: PosInt | None = None
+    time_embed: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _small(self):
+        if self.size > 256:
+            raise ValueError(f"image size {self.size} is above 256")
+        return self
+
+
+def _mlp_facts(a: MLPArgs):
+    return a.in_, a.out, a.time_embed
+
+
+def _made_facts(a: MADEArgs):
+    return a.in_, a.in_ * a.out_per_dim, a.time_embed
+
+
+def _conv_facts(a: ConvArgs):
+    n = a.size * a.size
+    return a.channels * n, (a.out_channels or a.channels) * n, a.time_embed
+
+
+REGISTRY.add(Entry("mlp", "net", MLPArgs, "multi-layer perceptron, optional sinusoidal time embedding",
+                   info={"facts": _mlp_facts}))
+REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
+                   info={"facts": _made_facts, "autoregressive": True}))
+REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",
+                   info={"facts": _conv_facts}))

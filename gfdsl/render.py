@@ -1,0 +1,190 @@
+"""Diagrams of a model's DAG: SpecGraph -> plain graph-spec dict -> graphviz.Digraph.
+
+Conventions (also printed as the diagram's legend):
+  solid edge   forward policy P_F (generation), drawn along the DAG
+  dashed edge  backward policy P_B (inference / noising), drawn against it
+  blue, bold   learned kernel;  grey  fixed kernel
+  dotted edge  context input (`given`), or where a folded plate meets a concrete state
+  filled node  the data state; double outline: the source with its prior
+
+An indexed step that unrolls to more than `unroll` edges is folded into a plate (a
+cluster labelled with its range, e.g. "t = 1..100"), drawn once on template states
+(`x[t] -> x[t - 1]`) and tied to the concrete boundary states it touches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import networkx as nx
+
+from gfdsl.errors import GfdslError, diag
+
+LEARNED = "#1f5fbf"
+FIXED = "#7a7a7a"
+LEGEND = "solid: P_F (forward)   dashed: P_B (backward)   blue: learned   grey: fixed"
+
+
+def _type(d: dict) -> str:
+    p = f"({','.join(map(str, d['params']))})" if d["params"] else ""
+    return f"{d['dtype']}{p}[{','.join(map(str, d['shape']))}]"
+
+
+def _short(text: str, n: int = 40) -> str:
+    """Wrap a long kernel call after its commas so edge labels stay narrow."""
+    if len(text) <= n:
+        return text
+    lines, cur = [], ""
+    for part in text.split(", "):
+        if cur and len(cur) + len(part) + 2 > n:
+            lines.append(cur + ",")
+            cur = "  " + part
+        else:
+            cur = f"{cur}, {part}" if cur else part
+    return "\n".join(lines + [cur])
+
+
+def _kernel_label(k: dict) -> str:
+    nets = [str(v) for a, v in sorted(k["args"].items()) if a == "net"]
+    if k["entry"] == "inverse":
+        return "inverse"
+    return k["entry"] + (f" · {', '.join(nets)}" if nets else "")
+
+
+def _edge_style(k: dict, direction: str) -> dict:
+    learned = k["learned"] or (k["entry"] == "inverse")
+    return {
+        "style": "solid" if direction == "forward" else "dashed",
+        "color": LEARNED if learned else FIXED,
+        "fontcolor": LEARNED if learned else FIXED,
+        "penwidth": "1.6" if learned else "1.0",
+    }
+
+
+def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
+    """A plain dict describing the diagram (nodes, edges, plates); deterministic."""
+    G = g.graph
+    kernels = G["kernels"]
+    by_tid: dict[str, list] = {}
+    for a, b, d in g.edges(data=True):
+        if d["kind"] == "step":
+            by_tid.setdefault(d["transition"], []).append((a, b, d))
+    folded = {t for t, es in by_tid.items() if G["transitions"][t]["var"] and len(es) > unroll}
+    # boundary: nodes that a non-folded edge touches, and the source and data states
+    keep = {G["source"], G["data"]}
+    for a, b, d in g.edges(data=True):
+        if d.get("transition") not in folded or d["kind"] == "context":
+            keep |= {a, b}
+    if not folded:
+        keep = set(g.nodes)
+    nodes, edges, plates = [], [], []
+    order = sorted(g.nodes, key=lambda n: (g.nodes[n]["family"], g.nodes[n]["index"] or 0))
+    for n in order:
+        if n not in keep:
+            continue
+        d = g.nodes[n]
+        label = f"{n}\n{_type(d)}"
+        attrs = {"shape": "ellipse"}
+        if d["role"] == "source":
+            prior = kernels.get(d["prior"]) if d["prior"] else None
+            label += f"\n~ {prior['entry']}" if prior else ""
+            attrs["peripheries"] = "2"
+        if d["role"] == "data":
+            attrs.update(style="filled", fillcolor="#d9d9d9")
+        nodes.append(dict(id=n, label=label, attrs=attrs))
+    for tid in sorted(by_tid, key=lambda t: int(t[4:]) if t[4:].isdigit() else 0):
+        es = sorted(by_tid[tid], key=lambda e: list(e[2]["binding"].values()))
+        if tid in folded:
+            T = G["transitions"][tid]
+            s_id, d_id = f"{tid}.src", f"{tid}.dst"
+            f0, b0 = kernels[es[0][2]["forward"]], kernels[es[0][2]["backward"]]
+            calls = T.get("calls", {})
+            plate_edges = [
+                dict(src=s_id, dst=d_id, label=_short(calls.get("forward", f0["entry"])),
+                     attrs=_edge_style(f0, "forward")),
+                dict(src=d_id, dst=s_id, label=_short(calls.get("backward", b0["entry"])),
+                     attrs={**_edge_style(b0, "backward"), "constraint": "false"}),
+            ]
+            plates.append(dict(
+                id=f"cluster_{tid}", label=f"{T['var']} = {T['lo']}..{T['hi']}  ({len(es)} steps)",
+                nodes=[dict(id=s_id, label=T["src"], attrs={"shape": "ellipse", "style": "dashed"}),
+                       dict(id=d_id, label=T["dst"], attrs={"shape": "ellipse", "style": "dashed"})],
+                edges=plate_edges))
+            for a, b, d in es:
+                bind = ", ".join(f"{k} = {v}" for k, v in d["binding"].items())
+                if a in keep:
+                    edges.append(dict(src=a, dst=s_id, label=bind, attrs={"style": "dotted", "arrowhead": "none"}))
+                if b in keep:
+                    edges.append(dict(src=d_id, dst=b, label=bind, attrs={"style": "dotted", "arrowhead": "none"}))
+            continue
+        for a, b, d in es:
+            fk, bk = kernels[d["forward"]], kernels[d["backward"]]
+            edges.append(dict(src=a, dst=b, label=_kernel_label(fk), attrs=_edge_style(fk, "forward")))
+            edges.append(dict(src=b, dst=a, label=_kernel_label(bk),
+                              attrs={**_edge_style(bk, "backward"), "constraint": "false"}))
+    for a, b, d in sorted(g.edges(data=True), key=lambda e: (e[0], e[1])):
+        if d["kind"] == "context":
+            edges.append(dict(src=a, dst=b, label="context", attrs={"style": "dotted", "color": FIXED}))
+    objective = " + ".join(f"{t['coef']:g} * {t['term']}" if t["coef"] != 1 else t["term"] for t in G["objective"])
+    title = f"{G['name']}   objective: {objective}" if objective else G["name"]
+    return dict(name=G["name"], title=title, legend=LEGEND, nodes=nodes, edges=edges, plates=plates)
+
+
+def to_digraph(spec: dict):
+    """Graph-spec dict -> graphviz.Digraph (top to bottom, source first)."""
+    import graphviz
+
+    dot = graphviz.Digraph(spec["name"])
+    dot.attr(rankdir="TB", label=f"{spec['title']}\n{spec['legend']}", labelloc="b", fontname="Helvetica",
+             fontsize="11")
+    dot.attr("node", fontname="Helvetica", fontsize="11")
+    dot.attr("edge", fontname="Helvetica", fontsize="9")
+    for n in spec["nodes"]:
+        dot.node(n["id"], n["label"], **n["attrs"])
+    for p in spec["plates"]:
+        with dot.subgraph(name=p["id"]) as c:
+            c.attr(label=p["label"], style="rounded", color=FIXED, fontcolor=FIXED)
+            for n in p["nodes"]:
+                c.node(n["id"], n["label"], **n["attrs"])
+            for e in p["edges"]:
+                c.edge(e["src"], e["dst"], e["label"], **e["attrs"])
+    for e in spec["edges"]:
+        dot.edge(e["src"], e["dst"], e["label"], **e["attrs"])
+    return dot
+
+
+def dot_source(g: nx.DiGraph, unroll: int = 6) -> str:
+    return to_digraph(graph_spec(g, unroll)).source
+
+
+def write(g: nx.DiGraph, out: str, unroll: int = 6) -> None:
+    """Write the diagram to `out` (.dot, .svg or .png); atomically, never half a file."""
+    ext = os.path.splitext(out)[1].lower().lstrip(".")
+    if ext not in ("dot", "gv", "svg", "png", "pdf"):
+        raise GfdslError([diag("E707", None, None, path=out, ext=ext or out)])
+    dot = to_digraph(graph_spec(g, unroll))
+    if ext in ("dot", "gv"):
+        data = dot.source.encode("utf-8")
+    else:
+        if shutil.which("dot") is None:
+            raise GfdslError([diag("E705", None, None, path=out, fmt=f".{ext}")])
+        data = dot.pipe(format=ext)
+    atomic_write(out, data)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gfdsl-", dir=folder)
+    except OSError as e:
+        raise GfdslError([diag("E704", None, None, path=path, why=e.strerror or str(e))]) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise GfdslError([diag("E704", None, None, path=path, why=e.strerror or str(e))]) from None

@@ -1,0 +1,26 @@
+"""Training settings of a spec's `train { ... }` block (validated; unknown keys refused).
+
+Command-line flags of `gfdsl run` override these; the spec states the documented budget.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gfdsl.library.registry import Args, NonNegInt, PosFloat, PosInt
+
+
+class TrainSettings(Args):
+    steps: PosInt = Field(default=1000, le=100_000_000, description="gradient steps")
+    batch: PosInt = Field(default=256, le=1_000_000, description="examples per step")
+    lr: PosFloat = Field(default=1e-3, le=10.0, description="learning rate")
+    seed: NonNegInt = Field(default=0, description="seed of parameters, data order and noise")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: PosFloat | None = Field(default=None, description="clip the global gradient norm")
+    warmup: NonNegInt = Field(default=0, description="linear learning-rate warm-up steps")
+    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of parameters; 0 = off")
+    eval_k: PosInt = Field(default=100, le=100_000, description="backward trajectories per point in eval")
+    checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
