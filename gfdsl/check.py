@@ -108,6 +108,7 @@ class Checker:
         self.families: dict[str, dict] = {}  # state family -> {range, decl}
         self.net_decls: dict[str, ast.NetDecl] = {}
         self.kernel_entries: dict = {}  # kernel id -> (Entry, validated args)
+        self.duplicates: set[Span] = set()  # name spans of second definitions (skipped)
 
     def error(self, code: str, span: Span | None, **kw) -> None:
         self.diags.append(diag(code, self.src, span, **kw))
@@ -123,15 +124,11 @@ class Checker:
         for name in sorted(set(self.overrides) - set(self.scope.dims)):
             self.diags.append(diag("E706", None, None, path=self.src.path, text=f"{name}={self.overrides[name]}",
                                    why=f"the model has no dim named '{name}'"))
-        for it in items:
-            if isinstance(it, ast.ScheduleDecl):
-                self._schedule(it)
-        for it in items:
-            if isinstance(it, ast.StateDecl):
-                self._state(it)
-        for it in items:
-            if isinstance(it, ast.NetDecl):
-                self._net(it)
+        for kind, check in ((ast.ScheduleDecl, self._schedule), (ast.StateDecl, self._state),
+                            (ast.NetDecl, self._net)):
+            for it in items:
+                if isinstance(it, kind) and it.name_span not in self.duplicates:
+                    check(it)
         singles = self._singletons(items)
         if "source" in singles:
             self._source(singles["source"])
@@ -158,6 +155,7 @@ class Checker:
         def declare(name: str, span: Span) -> None:
             if name in seen:
                 self.error("E202", span, name=name, line=seen[name].line)
+                self.duplicates.add(span)
             else:
                 seen[name] = span
 
@@ -203,17 +201,19 @@ class Checker:
 
     def _dims(self, block: ast.DimsBlock) -> None:
         for a in block.assigns:
-            if a.name in self.scope.dims:
-                continue  # duplicate: reported by _declarations
+            if a.name_span in self.duplicates:
+                continue
             if a.name in self.overrides:
                 self.scope.dims[a.name] = self.overrides[a.name]
                 continue
             try:
                 v = self.ev.value(a.value, self.scope)
             except Bad:
+                self.scope.poisoned.add(a.name)
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 self.error("E305", a.value.span, why=f"dim '{a.name}' must be a number", hint="")
+                self.scope.poisoned.add(a.name)
                 continue
             self.scope.dims[a.name] = v
         self.out.dims = dict(self.scope.dims)
@@ -277,7 +277,7 @@ class Checker:
         try:
             entry, args = self._call_args(d.call, "schedule", self.scope, refs=False)
         except Bad:
-            self.scope.schedules.discard(d.name)
+            self.scope.poisoned.add(d.name)
             return
         self.out.schedules[d.name] = dict(entry=entry.name, args=args.model_dump(by_alias=True), span=d.span,
                                           length=args.steps)
@@ -297,7 +297,6 @@ class Checker:
         try:
             rng = self._range(d.range, self.scope) if d.range else None
         except Bad:
-            self.scope.states.discard(d.name)
             return
         if rng and len(self.out.nodes) + rng[1] - rng[0] + 1 > MAX_STATES:
             self.error("E708", d.span, n=f"{len(self.out.nodes) + rng[1] - rng[0] + 1:,}", limit=f"{MAX_STATES:,}")
@@ -353,7 +352,7 @@ class Checker:
         try:
             rng = self._range(d.range, self.scope) if d.range else None
         except Bad:
-            self.scope.nets.pop(d.name, None)
+            self.scope.poisoned.add(d.name)
             return
         self.scope.nets[d.name] = rng
         idxs = range(rng[0], rng[1] + 1) if rng else [None]
@@ -362,7 +361,7 @@ class Checker:
             try:
                 entry, args = self._call_args(d.call, "net", scope, refs=False)
             except Bad:
-                self.scope.nets.pop(d.name, None)
+                self.scope.poisoned.add(d.name)
                 return
             nid = node_id(d.name, i)
             i_, o_, te = entry.info["facts"](args)
@@ -518,15 +517,15 @@ class Checker:
         nodes = self.out.nodes
         inp, out = (src, dst) if direction == "forward" else (dst, src)
         use = KernelUse(direction, nodes[inp].type, nodes[out].type, inp, out,
-                        sum(nodes[c].type.numel for c in ctx),
+                        sum(nodes[c].type.numel for c in ctx) if direction == "forward" else 0,
                         {n: v["facts"] for n, v in self.out.nets.items()},
                         {n: v["length"] for n, v in self.out.schedules.items()},
                         n_steps, nodes[self.out.data_node].type if self.out.data_node else None)
         spans = {a.name: a.value.span for a in call.args if a.name}
         for p in entry.rule(use, args):
-            if (kid.split("[")[0], p.code, p.arg) in reported:
-                continue
-            reported.add((kid.split("[")[0], p.code, p.arg))
+            if (p.code, p.fields.get("name") or p.arg) in reported:
+                continue  # one report per problem and step, not one per unrolled edge
+            reported.add((p.code, p.fields.get("name") or p.arg))
             self.error(p.code, spans.get(p.arg, call.span), **p.fields)
         return kid
 

@@ -54,7 +54,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E409": ("prior {prior}() cannot produce {type}", "{hint}"),
     # -- graph structure -----------------------------------------------------------
     "E501": ("the steps form a cycle: {cycle}", "a GFlowNet is a DAG; remove or reverse one step"),
-    "E502": ("the data state {data} cannot be reached from the source {source}", "add steps that lead from the source to the data"),
+    "E502": ("the data state {data} cannot be reached from the source {start}", "add steps that lead from the source to the data"),
     "E503": ("this step has no {direction} kernel", "add `{direction} = ...` to the step"),
     "E504": ("state {state} is entered by more than one step", "{hint}"),
     "E505": ("state {state} is not on any path from the source to the data", "connect it with a step, or remove it"),

@@ -32,9 +32,10 @@ class Scope:
     schedules: set[str] = field(default_factory=set)
     nets: dict[str, tuple[int, int] | None] = field(default_factory=dict)  # family -> (lo, hi) or None
     states: set[str] = field(default_factory=set)
+    poisoned: set[str] = field(default_factory=set)  # declared, but their definition had an error
 
     def with_vars(self, **vs: int) -> "Scope":
-        return Scope(self.dims, {**self.vars, **vs}, self.schedules, self.nets, self.states)
+        return Scope(self.dims, {**self.vars, **vs}, self.schedules, self.nets, self.states, self.poisoned)
 
 
 class Evaluator:
@@ -87,6 +88,8 @@ class Evaluator:
 
     def _name(self, e: ast.Name, scope: Scope, refs: bool):
         n = e.name
+        if n in scope.poisoned and n not in scope.vars:
+            raise Bad()  # already reported where it was defined
         if n in scope.vars:
             return scope.vars[n]
         if n in scope.dims:
@@ -107,6 +110,8 @@ class Evaluator:
         raise self.fail("E201", e.span, name=n, hint=did_you_mean(n, cands) or "declare it in `dims { ... }`")
 
     def _index(self, e: ast.Index, scope: Scope, refs: bool):
+        if e.name in scope.poisoned:
+            raise Bad()
         rng = scope.nets.get(e.name, "absent")
         if rng == "absent" or not refs:
             if e.name in scope.dims or e.name in scope.vars:

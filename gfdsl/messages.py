@@ -150,6 +150,9 @@ def syntax_diagnostic(source: Source, p: Lark, e: UnexpectedInput) -> Diagnostic
     text = str(tok)
     span = _tok_span(tok)
 
+    if text == "model" and tok.type != "NAME":
+        return diag("E110", source, span)
+
     # A statement keyword inside a block that still wants its '}': the block is unclosed.
     if "RBRACE" in expected and text in ITEM_KEYWORDS:
         opened = [b for b in _open_brackets_before(source, p, tok.start_pos) if b[0] == "{"]

@@ -23,18 +23,35 @@ from gfdsl.source import Source, Span
 MAX_DEPTH = 64  # brackets or operators nested deeper than this are refused (E106)
 
 
-@functools.lru_cache(maxsize=1)
-def parser() -> Lark:
-    """The Lark parser, built once per process (the grammar is package data)."""
-    text = resources.files("gfdsl.grammars").joinpath("gfn.lark").read_text(encoding="utf-8")
-    return Lark(
-        text,
-        parser="lalr",
-        lexer="contextual",
-        strict=True,
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+def grammar_text() -> str:
+    return resources.files("gfdsl.grammars").joinpath("gfn.lark").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=2)
+def parser(strict: bool = False) -> Lark:
+    """The Lark parser, built once per process (the grammar is package data).
+
+    strict=True makes Lark refuse any LALR conflict or terminal collision; a test builds
+    it that way, so the grammar is known strict and start-up skips the 0.2 s check.
+    """
+    import lark.lexer as lark_lexer
+
+    saved = lark_lexer.has_interegular
+    # Lark re-checks terminal collisions with interegular on every build (~0.3 s) when
+    # that package is installed; the strict build in tests/test_grammar.py already
+    # proves there are none, so ordinary start-up skips it.
+    lark_lexer.has_interegular = saved and strict
+    try:
+        return Lark(
+            grammar_text(),
+            parser="lalr",
+            lexer="contextual",
+            strict=strict,
+            propagate_positions=True,
+            maybe_placeholders=True,
+        )
+    finally:
+        lark_lexer.has_interegular = saved
 
 
 def span_of(meta_or_tok) -> Span:

@@ -64,7 +64,8 @@ class Source:
         lines = self.lines
         if not 1 <= span.line <= len(lines):
             return ""
-        text = lines[span.line - 1].replace("\t", " ")
+        # tabs and control characters become one column each, so the carets line up
+        text = "".join(c if c.isprintable() else " " if c == "\t" else "?" for c in lines[span.line - 1])
         width = len(str(span.line))
         if span.end_line == span.line:
             n = max(1, span.end_col - span.col)

@@ -1,0 +1,5 @@
+"""`python -m gfdsl ...` runs the command line (as torchrun and tests do)."""
+
+from gfdsl.cli import entry
+
+entry()

@@ -1,0 +1,219 @@
+"""The `gfdsl` command line.
+
+  gfdsl check SPEC...                       check specs; exit 1 on any error
+  gfdsl compile SPEC --dump ast|ir          print a phase's canonical text
+  gfdsl render SPEC -o FILE.dot|.svg|.png   draw the DAG (graphviz)
+  gfdsl fmt SPEC... [--check | --write]     canonical formatting, comments kept
+  gfdsl explain CODE                        what an error code means
+
+Exit codes: 0 ok, 1 an error in a spec or data, 2 a usage error. A user never sees a
+Python traceback: gfdsl errors print as `path:line:col: error[CODE]: ...`; an internal
+error prints one line (set GFDSL_DEBUG=1 for the traceback). Commands that need no
+torch never import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gfdsl.errors import CATALOGUE, GfdslError, diag
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: exit 2 with a short message, no traceback
+        self.print_usage(sys.stderr)
+        self.exit(2, f"gfdsl: error: {message}\n")
+
+
+def _overrides(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for text in items or []:
+        name, eq, value = text.partition("=")
+        why = None
+        if not eq or not name.strip().isidentifier():
+            why = "expected NAME=VALUE"
+        else:
+            try:
+                out[name.strip()] = int(value)
+            except ValueError:
+                why = f"'{value}' is not an integer"
+        if why:
+            raise _Usage(diag("E706", None, None, path="--set", text=text, why=why).render())
+    return out
+
+
+class _Usage(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gfdsl", description="A language and compiler for trajectory generative models (GFlowNets).")
+    p.add_argument("--version", action="version", version=f"gfdsl {_version()}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    def with_set(sp):
+        sp.add_argument("--set", action="append", metavar="NAME=INT",
+                        help="override a dim, e.g. --set T=4 (repeatable)")
+        return sp
+
+    c = with_set(sub.add_parser("check", help="check specs and report every error"))
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing for specs that pass")
+
+    c = with_set(sub.add_parser("compile", help="compile a spec and dump a phase"))
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--dump", choices=["ast", "ir"], default="ir", help="which phase to print (default: ir)")
+    c.add_argument("-o", "--out", metavar="FILE", help="write the dump to FILE instead of standard output")
+
+    c = with_set(sub.add_parser("render", help="draw the model's DAG"))
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("-o", "--out", metavar="FILE", required=True, help="output: .dot, .svg, .png or .pdf")
+    c.add_argument("--unroll", type=int, default=6, metavar="K",
+                   help="fold indexed steps with more than K edges into a plate (default 6)")
+
+    c = sub.add_parser("fmt", help="print specs in canonical form")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="exit 1 if a spec is not canonical; change nothing")
+    g.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
+
+    c = sub.add_parser("explain", help="explain an error code")
+    c.add_argument("code", metavar="CODE")
+    return p
+
+
+def _version() -> str:
+    from gfdsl import __version__
+
+    return __version__
+
+
+def cmd_check(a) -> int:
+    from gfdsl.driver import check_file
+
+    overrides = _overrides(a.set)
+    failed = 0
+    for path in a.specs:
+        try:
+            c = check_file(path, overrides)
+        except GfdslError as e:
+            print(e.render(), file=sys.stderr)
+            failed += 1
+            continue
+        if not a.quiet:
+            g = c.graph
+            steps = sum(1 for *_, d in g.edges(data=True) if d["kind"] == "step")
+            learned = sum(1 for k in g.graph["kernels"].values() if k["learned"])
+            print(f"ok  {path}: model {g.graph['name']}, {g.number_of_nodes()} states, {steps} steps, "
+                  f"{len(g.graph['kernels'])} kernels ({learned} learned)")
+    if failed and len(a.specs) > 1:
+        print(f"{failed} of {len(a.specs)} specs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_compile(a) -> int:
+    from gfdsl import ast as ast_mod
+    from gfdsl import ir
+    from gfdsl.driver import check_file
+    from gfdsl.parse import parse
+    from gfdsl.render import atomic_write
+    from gfdsl.source import read_source
+
+    if a.dump == "ast":
+        text = ast_mod.dump(parse(read_source(a.spec)))
+    else:
+        text = ir.dump(check_file(a.spec, _overrides(a.set)).graph)
+    if a.out:
+        atomic_write(a.out, text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_render(a) -> int:
+    from gfdsl import render
+    from gfdsl.driver import check_file
+
+    if a.unroll < 1:
+        raise _Usage("gfdsl: error: --unroll must be at least 1")
+    c = check_file(a.spec, _overrides(a.set))
+    render.write(c.graph, a.out, a.unroll)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_fmt(a) -> int:
+    from gfdsl.fmt import format_source
+    from gfdsl.render import atomic_write
+    from gfdsl.source import read_source
+
+    status = 0
+    for path in a.specs:
+        try:
+            src = read_source(path)
+            out = format_source(src)
+        except GfdslError as e:
+            print(e.render(), file=sys.stderr)
+            status = 1
+            continue
+        if a.check:
+            if out != src.text:
+                print(f"{path}: not in canonical form (run `gfdsl fmt --write {path}`)", file=sys.stderr)
+                status = 1
+        elif a.write:
+            if out != src.text:
+                atomic_write(path, out.encode("utf-8"))
+                print(f"formatted {path}")
+        else:
+            sys.stdout.write(out)
+    return status
+
+
+def cmd_explain(a) -> int:
+    code = a.code.upper()
+    if code not in CATALOGUE:
+        print(f"gfdsl: unknown error code '{a.code}' (codes run E101..E8xx; see docs/language.md)", file=sys.stderr)
+        return 2
+    msg, hint = CATALOGUE[code]
+    print(f"{code}: {msg}")
+    if hint:
+        print(f"  hint: {hint}")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "render": cmd_render, "fmt": cmd_fmt,
+            "explain": cmd_explain}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.cmd](args)
+    except GfdslError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except _Usage as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gfdsl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug in gfdsl, not in the user's spec
+        if os.environ.get("GFDSL_DEBUG"):
+            raise
+        print(f"gfdsl: internal error (a bug in gfdsl, not in your input): {type(e).__name__}: {e}\n"
+              "  set GFDSL_DEBUG=1 to see the traceback, and please report it", file=sys.stderr)
+        return 3
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
