@@ -52,6 +52,12 @@ class Evaluator:
     def value(self, e: ast.Expr, scope: Scope, refs: bool = False):
         """Evaluate `e`; names of nets and schedules become Refs when `refs` is true."""
         if isinstance(e, ast.Num):
+            if isinstance(e.value, float) and not math.isfinite(e.value):
+                raise self.fail("E407", e.span, what="this number", value=e.text, limit="1.8e308",
+                                hint="numbers must be finite")
+            if isinstance(e.value, int) and abs(e.value) > INT_LIMIT:
+                raise self.fail("E407", e.span, what="this number", value=_short(e.value), limit="2**62",
+                                hint="use a smaller value")
             return e.value
         if isinstance(e, (ast.Str, ast.Bool)):
             return e.value

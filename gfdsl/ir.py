@@ -20,6 +20,7 @@ unrolled form here is the special case where each state has one entering step.
 from __future__ import annotations
 
 import json
+import re
 
 import networkx as nx
 
@@ -141,6 +142,11 @@ def _order_key(g):
 # -- canonical text ---------------------------------------------------------------------------
 
 
+def natural(s: str) -> list:
+    """Sort key that orders 'st[2]' before 'st[10]'."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
+
+
 def _fmt(v) -> str:
     """Stable, compact JSON for attribute values (sorted keys, no whitespace noise)."""
     return json.dumps(v, sort_keys=True, separators=(", ", ": "))
@@ -155,19 +161,19 @@ def dump(g: nx.DiGraph) -> str:
     out.append(f"data {G['data']}")
     if G["dataset"]:
         out.append(f"dataset {G['dataset']['entry']} {_fmt(G['dataset']['args'])}")
-    for name in sorted(G["schedules"]):
+    for name in sorted(G["schedules"], key=natural):
         s = G["schedules"][name]
         out.append(f"schedule {name} = {s['entry']} {_fmt(s['args'])}")
-    for name in sorted(G["nets"]):
+    for name in sorted(G["nets"], key=natural):
         s = G["nets"][name]
         out.append(f"net {name} = {s['entry']} {_fmt(s['args'])}")
-    for kid in sorted(G["kernels"]):
+    for kid in sorted(G["kernels"], key=natural):
         k = G["kernels"][kid]
         tag = "learned" if k["learned"] else "fixed"
         extra = f" inverse_of={k['inverse_of']}" if k["inverse_of"] else ""
         out.append(f"kernel {kid} = {k['entry']} {_fmt(k['args'])} {k['role']} {tag} caps={','.join(k['caps']) or '-'}"
                    + extra)
-    for tid in sorted(G["transitions"], key=lambda t: int(t[4:]) if t[4:].isdigit() else t):
+    for tid in sorted(G["transitions"], key=natural):
         out.append(f"transition {tid}: {G['transitions'][tid]['text']}")
     for n in sorted(g.nodes, key=_order_key(g)):
         d = g.nodes[n]

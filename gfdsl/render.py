@@ -20,6 +20,8 @@ import tempfile
 
 import networkx as nx
 
+from gfdsl.ir import natural
+
 from gfdsl.errors import GfdslError, diag
 
 LEARNED = "#1f5fbf"
@@ -94,7 +96,7 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
         if d["role"] == "data":
             attrs.update(style="filled", fillcolor="#d9d9d9")
         nodes.append(dict(id=n, label=label, attrs=attrs))
-    for tid in sorted(by_tid, key=lambda t: int(t[4:]) if t[4:].isdigit() else 0):
+    for tid in sorted(by_tid, key=natural):
         es = sorted(by_tid[tid], key=lambda e: list(e[2]["binding"].values()))
         if tid in folded:
             T = G["transitions"][tid]
@@ -121,8 +123,9 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
             continue
         for a, b, d in es:
             fk, bk = kernels[d["forward"]], kernels[d["backward"]]
-            edges.append(dict(src=a, dst=b, label=_kernel_label(fk), attrs=_edge_style(fk, "forward")))
-            edges.append(dict(src=b, dst=a, label=_kernel_label(bk),
+            # padding keeps the forward and backward labels of one step apart
+            edges.append(dict(src=a, dst=b, label=_kernel_label(fk) + "    ", attrs=_edge_style(fk, "forward")))
+            edges.append(dict(src=b, dst=a, label="    " + _kernel_label(bk),
                               attrs={**_edge_style(bk, "backward"), "constraint": "false"}))
     for a, b, d in sorted(g.edges(data=True), key=lambda e: (e[0], e[1])):
         if d["kind"] == "context":
@@ -184,6 +187,15 @@ def atomic_write(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would,
+        # or keep the mode of the file it replaces
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
         os.unlink(tmp)
