@@ -81,6 +81,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E706": ("bad override '{text}': {why}", "write `--set NAME=INTEGER`, e.g. `--set T=4`"),
     "E707": ("unknown output format '{ext}'", "use a file name ending in .dot, .svg or .png"),
     "E708": ("the unrolled model has {n} states, above the limit of {limit}", "make the dims smaller (e.g. `--set T=10`)"),
+    # -- lowering and run time --------------------------------------------------------------
+    "E801": ("bad data file {path}: {why}", "the file must hold an array of shape (N, ...) matching the data state"),
+    "E802": ("{message}", "{hint}"),
+    "E803": ("cannot use run directory {path}: {why}", "{hint}"),
+    "E804": ("the run stopped at step {step}: {why}", "{hint}"),
+    "E805": ("device '{device}' is not available: {why}", "use --device cpu, or --device auto"),
 }
 
 

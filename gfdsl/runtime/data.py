@@ -1,0 +1,130 @@
+"""Data sets, made on the spot: nothing is downloaded.
+
+- toy2d: eight 2-D densities in the forms popularised by FFJORD (Grathwohl et al. 2019)
+  and neural spline flows, generated from a seed with numpy (and scikit-learn's
+  generators for moons, circles and the Swiss roll). Train and test sets use different
+  seeds derived from the spec's seed.
+- digits: scikit-learn's 8x8 digits (shipped inside scikit-learn), 1797 images with
+  17 grey levels; binarised as pixel > 8, or kept as levels 0..16 (cat(17)) or scaled to
+  [-1, 1] (real).
+- file: a user's .npy or .pt array, resolved inside the spec's folder.
+
+Every loader returns (train, test) tensors shaped (N, n) for the data state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gfdsl.errors import GfdslError, diag
+
+
+def toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if name == "8gaussians":
+        s = 1 / np.sqrt(2)
+        centers = 4 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)])
+        x = centers[rng.integers(0, 8, n)] + 0.5 * rng.standard_normal((n, 2))
+        return x / 1.414
+    if name == "2spirals":
+        m = np.sqrt(rng.random(n // 2 + 1)) * 540 * (2 * np.pi) / 360
+        d1 = np.stack([-np.cos(m) * m + rng.random(m.size) * 0.5, np.sin(m) * m + rng.random(m.size) * 0.5], 1)
+        x = np.concatenate([d1, -d1])[:n] / 3
+        return x + 0.1 * rng.standard_normal(x.shape)
+    if name == "checkerboard":
+        x1 = rng.random(n) * 4 - 2
+        x2 = rng.random(n) - rng.integers(0, 2, n) * 2 + np.floor(x1) % 2
+        return np.stack([x1, x2], 1) * 2
+    if name == "pinwheel":
+        radial, tangential, k, rate = 0.3, 0.1, 5, 0.25
+        feats = rng.standard_normal((n, 2)) * np.array([radial, tangential])
+        feats[:, 0] += 1
+        labels = rng.integers(0, k, n)
+        ang = 2 * np.pi * labels / k + rate * np.exp(feats[:, 0])
+        rot = np.stack([np.cos(ang), -np.sin(ang), np.sin(ang), np.cos(ang)], 1).reshape(n, 2, 2)
+        return 2 * np.einsum("ti,tij->tj", feats, rot)
+    if name == "rings":
+        radii = np.array([1.0, 2.0, 3.0, 4.0]) * 3 / 4
+        r = radii[rng.integers(0, 4, n)]
+        a = rng.random(n) * 2 * np.pi
+        x = np.stack([r * np.cos(a), r * np.sin(a)], 1)
+        return x + 0.08 * rng.standard_normal(x.shape)
+    seed = int(rng.integers(0, 2**31 - 1))
+    from sklearn import datasets as skd
+
+    if name == "moons":
+        x = skd.make_moons(n, noise=0.1, random_state=seed)[0]
+        return x * 2 + np.array([-1.0, -0.2])
+    if name == "circles":
+        return skd.make_circles(n, factor=0.5, noise=0.08, random_state=seed)[0] * 3
+    if name == "swissroll":
+        return skd.make_swiss_roll(n, noise=1.0, random_state=seed)[0][:, [0, 2]] / 5
+    raise KeyError(name)
+
+
+def load(dataset: dict, data_type: dict, spec_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) for the IR's dataset entry and the data node's attributes."""
+    entry, a = dataset["entry"], dataset["args"]
+    numel = int(np.prod(data_type["shape"]))
+    if entry == "toy2d":
+        tr = toy2d(a["name"], a["n_train"], np.random.default_rng([a["seed"], 0]))
+        te = toy2d(a["name"], a["n_test"], np.random.default_rng([a["seed"], 1]))
+        return torch.tensor(tr, dtype=torch.float32), torch.tensor(te, dtype=torch.float32)
+    if entry == "digits":
+        from sklearn.datasets import load_digits
+
+        x = load_digits().data.astype(np.float64)  # (1797, 64), values 0..16
+        perm = np.random.default_rng(a["seed"]).permutation(len(x))
+        n_test = int(round(len(x) * a["test_fraction"]))
+        te_i, tr_i = perm[:n_test], perm[n_test:]
+        if a["binarize"]:
+            x = (x > 8).astype(np.float32)
+            t = torch.tensor(x, dtype=torch.float32)
+        elif data_type["dtype"] == "cat":
+            t = torch.tensor(x, dtype=torch.long)
+        else:
+            t = torch.tensor(x / 8.0 - 1.0, dtype=torch.float32)
+        return t[tr_i], t[te_i]
+    if entry == "file":
+        return _file(spec_dir / a["path"], data_type, numel)
+    raise KeyError(entry)
+
+
+def _file(path: Path, data_type: dict, numel: int):
+    name = str(path)
+
+    def bad(why: str):
+        return GfdslError([diag("E801", None, None, path=name, why=why)])
+
+    if not path.is_file():
+        raise bad("no such file")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(obj, torch.Tensor):
+                raise bad(f"expected one tensor, found {type(obj).__name__}")
+            arr = obj.numpy()
+    except GfdslError:
+        raise
+    except Exception as e:  # a corrupt or unreadable file: say so, no traceback
+        raise bad(f"cannot be read ({type(e).__name__}: {e})") from None
+    if arr.ndim < 1 or arr.shape[0] < 2:
+        raise bad(f"needs at least 2 examples along the first axis, got shape {tuple(arr.shape)}")
+    flat = arr.reshape(arr.shape[0], -1)
+    if flat.shape[1] != numel:
+        raise bad(f"examples have {flat.shape[1]} values, but the data state has {numel}")
+    if not np.issubdtype(flat.dtype, np.number) and flat.dtype != np.bool_:
+        raise bad(f"dtype {flat.dtype} is not numeric")
+    if np.issubdtype(flat.dtype, np.floating) and not np.isfinite(flat).all():
+        raise bad("contains NaN or infinite values")
+    if data_type["dtype"] == "binary" and not np.isin(flat, [0, 1]).all():
+        raise bad("a binary data state needs values 0 and 1 only")
+    t = torch.tensor(flat.astype(np.int64 if data_type["dtype"] == "cat" else np.float32))
+    n_test = max(1, len(t) // 5)
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(t), generator=g)
+    return t[perm[n_test:]], t[perm[:n_test]]

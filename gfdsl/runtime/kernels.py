@@ -1,0 +1,310 @@
+"""Run-time kernels: the policies P_F and P_B of one step, and the source priors.
+
+States are flat tensors: (B, n) float for real and binary states, (B, n) long for
+categorical ones, (B, j) for a prefix of length j. A kernel is called with the state it
+reads `x`, the 0-based step position `i` (B,) long (t = i + 1 is the step's index fed to
+time-embedded nets) and optional context `ctx` (B, c), and returns a
+`torch.distributions.Distribution` whose `log_prob` is (B,). Bijections instead map
+states and return log|det J|.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
+
+from gfdsl.runtime.schedules import Schedule
+
+
+def _t(i: torch.Tensor) -> torch.Tensor:
+    return (i + 1).float()
+
+
+def _in(x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+    return x if ctx is None else torch.cat([x, ctx], dim=1)
+
+
+def diag_normal(mu: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(mu, scale), 1)
+
+
+class Kernel(nn.Module):
+    bijective = False
+    deterministic = False
+    learned = True
+
+    def dist(self, x, i, ctx=None) -> Distribution:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Gaussian(Kernel):
+    """N(mu, sigma^2 I), mu and log sigma^2 (or mu alone, with a fixed std) from a net."""
+
+    def __init__(self, net: nn.Module, std: float | None, min_std: float):
+        super().__init__()
+        self.net, self.std, self.min_std = net, std, min_std
+
+    def dist(self, x, i, ctx=None):
+        out = self.net(_in(x, ctx), _t(i))
+        if self.std is not None:
+            return diag_normal(out, torch.full_like(out, self.std))
+        mu, log_var = out.chunk(2, dim=1)
+        return diag_normal(mu, (0.5 * log_var).exp().clamp_min(self.min_std))
+
+
+class BernoulliK(Kernel):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def dist(self, x, i, ctx=None):
+        return Independent(Bernoulli(logits=self.net(_in(x, ctx), _t(i))), 1)
+
+
+class CategoricalK(Kernel):
+    def __init__(self, net: nn.Module, classes: int):
+        super().__init__()
+        self.net, self.k = net, classes
+
+    def dist(self, x, i, ctx=None):
+        logits = self.net(_in(x, ctx), _t(i))
+        B = logits.shape[0]
+        return Independent(Categorical(logits=logits.view(B, self.k, -1).transpose(1, 2)), 1)
+
+
+class DDPMDenoiser(Kernel):
+    """p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (Ho et al. 2020, eq. 11)."""
+
+    def __init__(self, net: nn.Module, sched: Schedule, param: str, variance: str):
+        super().__init__()
+        self.net, self.s, self.param, self.variance = net, sched, param, variance
+
+    def eps_pred(self, x, i, ctx=None):
+        return self.net(_in(x, ctx), _t(i))
+
+    def mean(self, x, i, ctx=None):
+        s = self.s
+        out = self.net(_in(x, ctx), _t(i))
+        if self.param == "eps":
+            return (x - s.eps_coef[i][:, None] * out) * s.inv_sqrt_alpha[i][:, None]
+        return s.c0[i][:, None] * out + s.ct[i][:, None] * x
+
+    def log_var(self, i):
+        return self.s.log_beta[i] if self.variance == "beta" else self.s.log_beta_tilde[i]
+
+    def dist(self, x, i, ctx=None):
+        mu = self.mean(x, i, ctx)
+        return diag_normal(mu, (0.5 * self.log_var(i)).exp()[:, None].expand_as(mu))
+
+
+class DDPMNoising(Kernel):
+    """q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I); fixed."""
+
+    learned = False
+
+    def __init__(self, sched: Schedule):
+        super().__init__()
+        self.s = sched
+
+    def dist(self, x, i, ctx=None):
+        s = self.s
+        mu = s.sqrt_alpha[i][:, None] * x
+        return diag_normal(mu, s.beta[i].sqrt()[:, None].expand_as(mu))
+
+    def marginal(self, x0, i):
+        """q(x_t | x_0) for step position i (t = i + 1)."""
+        s = self.s
+        mu = s.sqrt_abar[i][:, None] * x0
+        return diag_normal(mu, s.sqrt_1m_abar[i][:, None].expand_as(mu))
+
+
+class LearnedNoising(Kernel):
+    """The noising kernel plus learned corrections: mean sqrt(alpha_t) x + d_mu, log-variance
+    log beta_t + c tanh(d_lv / c) with c = max_log_var_shift. The net's last layer starts
+    at zero, so training starts from the fixed noising process (MLE-GFN, Zhang et al.)."""
+
+    def __init__(self, sched: Schedule, net: nn.Module, max_shift: float):
+        super().__init__()
+        self.s, self.net, self.c = sched, net, max_shift
+        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def dist(self, x, i, ctx=None):
+        s = self.s
+        d_mu, d_lv = self.net(x, _t(i)).chunk(2, dim=1)
+        mu = s.sqrt_alpha[i][:, None] * x + d_mu
+        log_var = s.log_beta[i][:, None] + self.c * torch.tanh(d_lv / self.c)
+        return diag_normal(mu, (0.5 * log_var).exp())
+
+
+class Bijection(Kernel):
+    """A deterministic invertible map; P_F and P_B are Diracs and the pair contributes
+    log|det J| (Dinh et al. 2017)."""
+
+    bijective = True
+    deterministic = True
+
+    def forward_map(self, x, i):  # -> (y, log|det dy/dx|)
+        raise NotImplementedError
+
+    def inverse_map(self, y, i):  # -> (x, log|det dx/dy|)
+        raise NotImplementedError
+
+
+class AffineCoupling(Bijection):
+    """RealNVP coupling: y = m * x + (1 - m) * (x * exp(s) + b), (s, b) = net(m * x).
+    parity 0 keeps the first half fixed, parity 1 the second; s is soft-clamped to
+    [-3, 3] and the net starts at zero (the identity map)."""
+
+    def __init__(self, net: nn.Module, parity: int, dim: int):
+        super().__init__()
+        self.net = net
+        m = torch.zeros(dim)
+        half = dim // 2
+        if parity == 0:
+            m[:half] = 1
+        else:
+            m[half:] = 1
+        self.register_buffer("m", m, persistent=False)
+        last = [mod for mod in net.modules() if isinstance(mod, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def _sb(self, x, i):
+        s, b = self.net(x * self.m, _t(i)).chunk(2, dim=1)
+        s = 3.0 * torch.tanh(s / 3.0) * (1 - self.m)
+        return s, b * (1 - self.m)
+
+    def forward_map(self, x, i):
+        s, b = self._sb(x, i)
+        return x * s.exp() + b, s.sum(1)
+
+    def inverse_map(self, y, i):
+        s, b = self._sb(y, i)  # the kept half is the same in x and y
+        return (y - b) * (-s).exp(), -s.sum(1)
+
+
+class MAFAffine(Bijection):
+    """Masked autoregressive affine map (Papamakarios et al. 2017) in generation
+    direction: x_d = z_d exp(a_d) + mu_d, (mu, a) = MADE(x_{<d}). Density evaluation
+    (x -> z) is one pass; generation is D passes."""
+
+    def __init__(self, net: nn.Module, dim: int):
+        super().__init__()
+        self.net, self.D = net, dim
+
+    def _params(self, x, i):
+        out = self.net(x, _t(i)).view(x.shape[0], 2, self.D)
+        return out[:, 0], 3.0 * torch.tanh(out[:, 1] / 3.0)
+
+    def forward_map(self, z, i):
+        x = torch.zeros_like(z)
+        for d in range(self.D):
+            mu, a = self._params(x, i)
+            x = x.clone()
+            x[:, d] = z[:, d] * a[:, d].exp() + mu[:, d]
+        mu, a = self._params(x, i)
+        return x, a.sum(1)
+
+    def inverse_map(self, x, i):
+        mu, a = self._params(x, i)
+        return (x - mu) * (-a).exp(), -a.sum(1)
+
+
+class Appended(Distribution):
+    """Distribution over prefix + one token: samples extend the prefix, log_prob reads the
+    last token of an extended prefix."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, prefix: torch.Tensor, token: Distribution, binary: bool):
+        self.prefix, self.token, self.binary = prefix, token, binary
+        super().__init__(batch_shape=prefix.shape[:1], validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()):
+        tok = self.token.sample()
+        tok = tok.to(self.prefix.dtype)
+        return torch.cat([self.prefix, tok[:, None]], dim=1)
+
+    def log_prob(self, value):
+        return self.token.log_prob(value[:, -1].long())
+
+
+class NextToken(Kernel):
+    """P_F(x[:j+1] | x[:j]) = softmax(net(pad(x[:j])))[position j]. With a MADE net the
+    logits at position j see only the first j tokens, so the padding never leaks."""
+
+    def __init__(self, net: nn.Module, classes: int, length: int, binary: bool, autoregressive: bool):
+        super().__init__()
+        self.net, self.k, self.L, self.binary = net, classes, length, binary
+        # with a MADE net (outputs see only earlier inputs) and no step input, the logits
+        # of every position come from one call on the full sequence
+        self.all_positions = autoregressive and getattr(net, "embed", None) is None
+
+    def log_probs_all(self, x_full):
+        """log P_F of each token given its prefix, (L, B), from one net call."""
+        B = x_full.shape[0]
+        logits = self.net(x_full.float()).view(B, self.k, self.L)
+        lp = torch.log_softmax(logits, dim=1).gather(1, x_full.long()[:, None, :])[:, 0]  # (B, L)
+        return lp.t()
+
+    def logits_all(self, x_full, i):
+        B = x_full.shape[0]
+        return self.net(x_full.float(), _t(i)).view(B, self.k, self.L)  # (B, K, L)
+
+    def dist(self, x, i, ctx=None):
+        B, j = x.shape
+        pad = torch.nn.functional.pad(x.float(), (0, self.L - j))
+        logits = self.logits_all(pad, i)[:, :, j]  # (B, K)
+        return Appended(x, Categorical(logits=logits), self.binary)
+
+
+class Dirac(Distribution):
+    arg_constraints: dict = {}
+
+    def __init__(self, value: torch.Tensor):
+        self.value = value
+        super().__init__(batch_shape=value.shape[:1], validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.value
+
+    rsample = sample
+
+    def log_prob(self, value):
+        return torch.zeros(value.shape[0], device=value.device)
+
+
+class Truncate(Kernel):
+    """P_B(x[:j] | x[:j+1]) = 1: a prefix has one parent."""
+
+    deterministic = True
+    learned = False
+
+    def dist(self, x, i, ctx=None):
+        return Dirac(x[:, :-1])
+
+
+# -- priors of the source ------------------------------------------------------------------
+
+
+class Prior(nn.Module):
+    def __init__(self, entry: str, args: dict, numel: int, dtype: str, classes: int):
+        super().__init__()
+        self.entry, self.n, self.dtype, self.k = entry, numel, dtype, classes
+        self.mean = float(args.get("mean", 0.0))
+        self.std = float(args.get("std", 1.0))
+        self.p = float(args.get("p", 0.5))
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # follows .to(device)
+
+    def dist(self, n: int) -> Distribution:
+        dev = self.anchor.device
+        if self.entry == "normal":
+            mu = torch.full((n, self.n), self.mean, device=dev)
+            return diag_normal(mu, torch.full_like(mu, self.std))
+        if self.entry == "bernoulli" or (self.entry == "uniform" and self.dtype == "binary"):
+            p = self.p if self.entry == "bernoulli" else 0.5
+            return Independent(Bernoulli(probs=torch.full((n, self.n), p, device=dev)), 1)
+        return Independent(Categorical(logits=torch.zeros(n, self.n, self.k, device=dev)), 1)
