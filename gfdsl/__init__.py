@@ -6,8 +6,36 @@ Generative Models with GFlowNets and Beyond", arXiv:2209.02606). A `.gfn` spec i
 (gfdsl.render). Importing gfdsl does not import torch.
 """
 
-from gfdsl.driver import check_file, check_source, build_ir  # noqa: F401
+from gfdsl import ir  # noqa: F401
+from gfdsl.driver import build_ir, check_file, check_source  # noqa: F401
 from gfdsl.errors import Diagnostic, GfdslError  # noqa: F401
 
 __version__ = "0.1.0"
-__all__ = ["check_file", "check_source", "build_ir", "Diagnostic", "GfdslError", "__version__"]
+
+
+def compile_spec(path, overrides: dict[str, int] | None = None):
+    """Check and lower a spec to a GfnModel (an nn.Module). Imports torch."""
+    from gfdsl.lower import lower
+
+    c = check_file(path, overrides)
+    return lower(c.graph, c.source)
+
+
+def train(spec, options=None, overrides: dict[str, int] | None = None) -> dict:
+    """Train a spec as `gfdsl run` does; returns the summary dict. Imports torch."""
+    from gfdsl.train import RunOptions
+    from gfdsl.train import train as _train
+
+    return _train(str(spec), options or RunOptions(progress=False), overrides)
+
+
+def __getattr__(name):  # RunOptions without importing torch at `import gfdsl`
+    if name == "RunOptions":
+        from gfdsl.train import RunOptions
+
+        return RunOptions
+    raise AttributeError(name)
+
+
+__all__ = ["check_file", "check_source", "build_ir", "compile_spec", "train", "RunOptions", "Diagnostic",
+           "GfdslError", "ir", "__version__"]
