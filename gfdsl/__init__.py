@@ -23,15 +23,15 @@ def compile_spec(path, overrides: dict[str, int] | None = None):
 
 def train(spec, options=None, overrides: dict[str, int] | None = None) -> dict:
     """Train a spec as `gfdsl run` does; returns the summary dict. Imports torch."""
-    from gfdsl.train import RunOptions
-    from gfdsl.train import train as _train
+    from gfdsl.trainer import RunOptions
+    from gfdsl.trainer import train as _train
 
     return _train(str(spec), options or RunOptions(progress=False), overrides)
 
 
 def __getattr__(name):  # RunOptions without importing torch at `import gfdsl`
     if name == "RunOptions":
-        from gfdsl.train import RunOptions
+        from gfdsl.trainer import RunOptions
 
         return RunOptions
     raise AttributeError(name)

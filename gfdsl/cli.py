@@ -234,7 +234,7 @@ def cmd_fmt(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from gfdsl.train import RunOptions, train
+    from gfdsl.trainer import RunOptions, train
 
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
                       compile=a.compile, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n,
@@ -251,7 +251,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_sample(a) -> int:
-    from gfdsl.train import sample_run
+    from gfdsl.trainer import sample_run
 
     print(f"wrote {sample_run(a.run, a.n, a.out, a.device, a.seed)}")
     return 0
@@ -260,7 +260,7 @@ def cmd_sample(a) -> int:
 def cmd_eval(a) -> int:
     import json
 
-    from gfdsl.train import eval_run
+    from gfdsl.trainer import eval_run
 
     print(json.dumps(eval_run(a.run, a.k, a.n, a.device), indent=2))
     return 0
