@@ -659,6 +659,10 @@ class Checker:
                 self.error("E602", t["span"], objective=t["term"],
                            why=f"every backward kernel is fixed ({', '.join(fixed)})",
                            hint="use a learned backward kernel such as learned_noising() or gaussian()")
+            if needs == "reward":
+                self.error("E611", t["span"], objective=t["term"],
+                           hint="train from data with `elbo`, `mle` or `tbc`; rewards are not yet part of the "
+                                "language")
             if needs == "exact":
                 stoch = next((k for k in bwd if "deterministic" not in k.caps), None)
                 if stoch is not None:

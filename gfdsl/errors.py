@@ -71,6 +71,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E607": ("{message}", "{hint}"),
     "E609": ("{policy} is learned, but no objective term trains it", "{hint}"),
     "E610": ("the source {state} ({type}) needs a prior", "write `source {state} ~ normal()` (or another prior)"),
+    "E611": ("objective {objective}() needs a reward R(x), but this model is trained from data", "{hint}"),
     "E608": ("the objective must be a weighted sum of terms, {why}", "write e.g. `elbo + 0.25 * tbc(k = 2)`"),
     # -- files and usage ---------------------------------------------------------------
     "E701": ("cannot read {path}: {why}", "check the path"),

@@ -214,8 +214,9 @@ def test_latent_likelihood_matches_enumeration():
 def test_lowering_error_has_a_position(tmp_path, capsys, in_root):
     from gfdsl.cli import main
 
-    spec = tmp_path / "tb.gfn"
-    spec.write_text((in_root / "specs" / "hvae.gfn").read_text().replace('elbo(train = "both")', "tb"))
+    spec = tmp_path / "simple.gfn"  # L_simple on a structure without a denoiser: found only at lowering
+    spec.write_text((in_root / "specs" / "hvae.gfn").read_text()
+                    .replace('elbo(train = "both")', 'elbo(train = "both", weighting = "simple")'))
     with pytest.raises(GfdslError) as e:
         c = check_file(spec)
         lower(c.graph, c.source)
