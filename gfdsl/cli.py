@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
 
     c = with_set(sub.add_parser("run", help="train a spec and write a run directory"))
-    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("spec", metavar="SPEC", nargs="?", help="the spec to train (omit with --resume)")
+    c.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last checkpoint")
     c.add_argument("--steps", type=_pos_int, help="gradient steps (default: the spec's train block)")
     c.add_argument("--batch", type=_pos_int, help="examples per step")
     c.add_argument("--lr", type=_pos_float, help="learning rate")
@@ -236,17 +237,28 @@ def cmd_fmt(a) -> int:
 def cmd_run(a) -> int:
     from gfdsl.trainer import RunOptions, train
 
+    if bool(a.spec) == bool(a.resume):
+        raise _Usage("gfdsl: error: give either SPEC or --resume RUN")
+    if a.resume and (a.set or a.steps or a.batch or a.lr or a.seed is not None or a.out or a.compile):
+        raise _Usage("gfdsl: error: --resume continues a run as it was started; "
+                     "--set, --steps, --batch, --lr, --seed, --out and --compile cannot change it")
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
                       compile=a.compile, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n,
                       progress=not a.no_progress and sys.stderr.isatty())
-    s = train(a.spec, opts, _overrides(a.set))
+    try:
+        s = train(a.spec, opts, _overrides(a.set), resume=a.resume)
+    except KeyboardInterrupt:
+        out = a.resume or a.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
+        print(f"gfdsl: interrupted; the last checkpoint is kept: continue with `gfdsl run --resume {out}`",
+              file=sys.stderr)
+        return 130
     est = s["nll_estimator"]
     est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
     bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
     print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
           f"test NLL {s['test_nll_nats']:.4f} nats ({est}, {s['n_eval']} points){bpd}")
-    print(f"wrote {opts.out or 'runs/' + os.path.splitext(os.path.basename(a.spec))[0]}/"
-          "{summary.json, metrics.jsonl, model.safetensors, samples.npy, samples.png}")
+    out = a.resume or opts.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
+    print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png}")
     return 0
 
 

@@ -21,6 +21,5 @@ class TrainSettings(Args):
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: PosFloat | None = Field(default=None, description="clip the global gradient norm")
     warmup: NonNegInt = Field(default=0, description="linear learning-rate warm-up steps")
-    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of parameters; 0 = off")
     eval_k: PosInt = Field(default=100, le=100_000, description="backward trajectories per point in eval")
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")

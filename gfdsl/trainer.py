@@ -4,8 +4,9 @@ A run directory holds:
   spec.gfn            the spec exactly as it ran
   run.json            settings, overrides, device, spec hash
   metrics.jsonl       one JSON line per log interval (step, loss, terms, speed)
-  model.safetensors   the latest good checkpoint (spec hash and step in its metadata)
-  optimizer.safetensors
+  checkpoint.safetensors  the latest good checkpoint: parameters, optimizer and RNG
+                      states, with the spec hash and step in its metadata (one file,
+                      replaced atomically, so a kill never leaves a torn checkpoint)
   samples.npy         samples from P_F, shaped like the data state
   samples.png         samples beside test data (2-D scatter or image grid)
   summary.json        spec, model, steps, seed, train_seconds, steps_per_second,
@@ -77,50 +78,102 @@ def _prepare_dir(out: Path) -> None:
                                hint="check that the parent folder is writable")]) from None
 
 
-def save_checkpoint(model, opt, out: Path, step: int, shash: str) -> None:
-    """Model and optimizer state in safetensors (never pickle), written atomically."""
-    from safetensors.torch import save_file, save_model
+CKPT = "checkpoint.safetensors"
 
-    meta = {"spec_hash": shash, "step": str(step), "format": "gfdsl-1"}
-    tmp = out / ".model.safetensors.tmp"
-    save_model(model, str(tmp), metadata=meta)  # de-duplicates nets shared by kernels
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / "model.safetensors")
+
+def _params_and_buffers(model) -> dict[str, torch.Tensor]:
+    """Named parameters (shared nets once, under their first name) and persistent buffers."""
+    out = dict(model.named_parameters())
+    persistent = set(model.state_dict())
+    for n, b in model.named_buffers():
+        if n in persistent:
+            out[n] = b
+    return out
+
+
+def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str, torch.Tensor],
+                    extra: dict | None = None) -> None:
+    """One safetensors file (never pickle) with model, optimizer and RNG states, written
+    atomically: a kill at any moment leaves either the previous checkpoint or this one."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{n}": t.detach().contiguous() for n, t in _params_and_buffers(model).items()}
     sd = opt.state_dict()
-    tensors, groups = {}, sd["param_groups"]
     for pid, st in sd["state"].items():
         for k, v in st.items():
-            tensors[f"{pid}.{k}"] = v.detach().clone().contiguous() if torch.is_tensor(v) else torch.tensor(v)
-    tmp = out / ".optimizer.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={**meta, "param_groups": json.dumps(groups)})
+            tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
+    for k, v in rng.items():
+        tensors[f"rng.{k}"] = v.contiguous()
+    tensors = {k: v.cpu() for k, v in tensors.items()}
+    meta = {"format": "gfdsl-checkpoint-1", "spec_hash": shash, "step": str(step),
+            "param_groups": json.dumps(sd["param_groups"]), **(extra or {})}
+    tmp = out / f".{CKPT}.tmp"
+    save_file(tensors, str(tmp), metadata=meta)
     os.chmod(tmp, 0o644)
-    os.replace(tmp, out / "optimizer.safetensors")
+    with open(tmp, "rb") as f:  # on disk before the rename makes it the checkpoint
+        os.fsync(f.fileno())
+    os.replace(tmp, out / CKPT)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # truncated or foreign file: say which and why
+        raise GfdslError([diag("E803", None, None, path=str(path), why=f"the checkpoint cannot be read ({e})",
+                               hint="the file is damaged; start a new run")]) from None
+    if meta.get("format") != "gfdsl-checkpoint-1":
+        raise GfdslError([diag("E803", None, None, path=str(path), why="it is not a gfdsl checkpoint",
+                               hint="pass a folder written by `gfdsl run`")])
+    return tensors, meta
+
+
+def restore_model(model, tensors: dict[str, torch.Tensor]) -> None:
+    own = _params_and_buffers(model)
+    saved = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    if set(own) != set(saved):
+        raise GfdslError([diag("E803", None, None, path="checkpoint", why="its tensors do not match the model",
+                               hint="the spec changed since the checkpoint was written")])
+    with torch.no_grad():
+        for n, t in own.items():
+            if t.shape != saved[n].shape:
+                raise GfdslError([diag("E803", None, None, path="checkpoint",
+                                       why=f"{n} has shape {tuple(saved[n].shape)}, the model needs {tuple(t.shape)}",
+                                       hint="the spec changed since the checkpoint was written")])
+            t.copy_(saved[n])
+
+
+def restore_optimizer(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
 
 
 def load_model(run: Path, device: str = "cpu"):
-    """Rebuild a run's model from its spec.gfn and model.safetensors."""
-    from safetensors import safe_open
-    from safetensors.torch import load_model as st_load
-
+    """Rebuild a run's model from its spec.gfn and checkpoint (refusing a changed spec)."""
     from gfdsl.lower import lower
 
     spec = run / "spec.gfn"
-    ckpt = run / "model.safetensors"
+    ckpt = run / CKPT
     if not spec.is_file() or not ckpt.is_file():
-        raise GfdslError([diag("E803", None, None, path=str(run), why="it holds no spec.gfn and model.safetensors",
+        raise GfdslError([diag("E803", None, None, path=str(run), why=f"it holds no spec.gfn and {CKPT}",
                                hint="pass a folder written by `gfdsl run`")])
     info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
     c = check_file(spec, info.get("overrides") or {})
-    with safe_open(str(ckpt), "pt") as f:
-        meta = f.metadata() or {}
+    tensors, meta = read_checkpoint(ckpt)
     if meta.get("spec_hash") != spec_hash(c.source.text):
         raise GfdslError([diag("E803", None, None, path=str(run),
-                               why="model.safetensors was written for a different spec.gfn (hash mismatch)",
+                               why=f"{CKPT} was written for a different spec.gfn (hash mismatch)",
                                hint="restore the spec.gfn the run was trained with")])
     model = lower(c.graph, c.source)
-    st_load(model, str(ckpt), device="cpu")
-    dev = resolve_device(device)
-    return c, model.to(dev), int(meta.get("step", 0))
+    restore_model(model, tensors)
+    return c, model.to(resolve_device(device)), int(meta.get("step", 0))
 
 
 def _data(c: Compiled):
@@ -185,27 +238,50 @@ def plot_samples(samples: np.ndarray, test: np.ndarray, path: Path, title: str) 
     os.replace(tmp, path)
 
 
-def train(spec: str, opts: RunOptions, overrides: dict[str, int] | None = None) -> dict:
-    """Train a spec; write its run directory; return the summary."""
+def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None = None,
+          resume: str | None = None) -> dict:
+    """Train a spec (or resume the run in `resume`); write the run directory; return the
+    summary. Resuming restores parameters, optimizer and RNG states, so a run killed and
+    resumed ends bit for bit where an uninterrupted one would (CPU, same thread count)."""
     from gfdsl.lower import lower
 
-    c = check_file(spec, overrides)
+    if resume:
+        out = Path(resume)
+        info = _read_run(out)
+        spec_path, overrides = out / "spec.gfn", info.get("overrides") or {}
+        c = check_file(spec_path, overrides)
+        tensors, meta = read_checkpoint(out / CKPT) if (out / CKPT).is_file() else (None, None)
+        if meta is not None and meta.get("spec_hash") != spec_hash(c.source.text):
+            raise GfdslError([diag("E803", None, None, path=str(out),
+                                   why=f"its spec.gfn changed since {CKPT} was written (hash mismatch)",
+                                   hint="restore the spec.gfn the run was trained with, or start a new run")])
+        steps, batch, lr, seed = info["steps"], info["batch"], info["lr"], info["seed"]
+        threads, dev_name, compiled_loss = info["threads"], info["device_request"], info["compile"]
+        eval_k = info["eval_k"]
+        spec = info["spec"]
+    else:
+        c = check_file(spec, overrides)
+        s0 = dict(c.graph.graph["train"])
+        steps = opts.steps or s0["steps"]
+        batch = opts.batch or s0["batch"]
+        lr = opts.lr or s0["lr"]
+        seed = s0["seed"] if opts.seed is None else opts.seed
+        threads, dev_name, compiled_loss = opts.threads, opts.device, opts.compile
+        eval_k = opts.eval_k or s0["eval_k"]
+        out = Path(opts.out or f"runs/{Path(spec).stem}")
+        tensors = meta = None
     G = c.graph.graph
     s = dict(G["train"])
-    steps = opts.steps or s["steps"]
-    batch = opts.batch or s["batch"]
-    lr = opts.lr or s["lr"]
-    seed = s["seed"] if opts.seed is None else opts.seed
-    eval_k = opts.eval_k or s["eval_k"]
-    device = resolve_device(opts.device)
-    torch.set_num_threads(max(1, opts.threads))
-    out = Path(opts.out or f"runs/{Path(spec).stem}")
-    _prepare_dir(out)
+    device = resolve_device(dev_name)
+    torch.set_num_threads(max(1, threads))
     shash = spec_hash(c.source.text)
-    atomic_write(str(out / "spec.gfn"), c.source.text.encode("utf-8"))
-    _write_json(out / "run.json", {"spec": str(spec), "spec_hash": shash, "overrides": overrides or {},
-                                   "steps": steps, "batch": batch, "lr": lr, "seed": seed, "device": str(device),
-                                   "threads": opts.threads, "compile": opts.compile, "train": s})
+    if not resume:
+        _prepare_dir(out)
+        atomic_write(str(out / "spec.gfn"), c.source.text.encode("utf-8"))
+        _write_json(out / "run.json", {"spec": str(spec), "spec_hash": shash, "overrides": overrides or {},
+                                       "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+                                       "device": str(device), "device_request": dev_name, "threads": threads,
+                                       "compile": compiled_loss, "eval_k": eval_k, "train": s})
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -216,77 +292,169 @@ def train(spec: str, opts: RunOptions, overrides: dict[str, int] | None = None) 
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[s["optimizer"]]
     opt = opt_cls(params, lr=lr, weight_decay=s["weight_decay"])
-    warm = s["warmup"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm) if warm else 1.0)
-    loss_fn = model.loss
-    if opts.compile:
-        loss_fn = torch.compile(model.loss)
     gen = torch.Generator(device=device).manual_seed(seed)
+    start = 0
+    if tensors is not None:
+        restore_model(model, tensors)
+        restore_optimizer(opt, tensors, meta)
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.data"])
+        if "rng.cuda" in tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        start = int(meta["step"])
+    if resume:
+        _truncate_metrics(out / "metrics.jsonl", start)  # lines after the checkpoint are redone
+    warm = s["warmup"]
+    loss_fn = torch.compile(model.loss) if compiled_loss else model.loss
     log_every = opts.log_every or max(1, min(500, steps // 50))
-    metrics_path = out / "metrics.jsonl"
-    mf = open(metrics_path, "a", encoding="utf-8")
+    ckpt_every = s["checkpoint_every"]
+    labels = _health_labels(model, c)
+    n_h = len(labels)
+    mf = open(out / "metrics.jsonl", "a", encoding="utf-8")
     acc = torch.zeros((), device=device)
     acc_terms: dict[str, torch.Tensor] = {}
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite value
+    bad_health = torch.ones(n_h, dtype=torch.bool, device=device)
+    bad_terms: dict[str, torch.Tensor] = {}
+    bad_grad = torch.zeros((), dtype=torch.bool, device=device)
     t0 = time.perf_counter()
-    last_t, last_step = t0, 0
-    ckpt_every = s["checkpoint_every"]
+    last_t, last_step = t0, start
+    good_step = start
+
+    def rng_state() -> dict[str, torch.Tensor]:
+        st = {"torch": torch.get_rng_state(), "data": gen.get_state().cpu()}
+        if device.type == "cuda":
+            st["cuda"] = torch.cuda.get_rng_state()
+        return st
+
+    def fail_if_bad() -> None:
+        b = int(first_bad)  # a host sync, only at log and checkpoint points
+        if b >= 0:
+            raise _bad_step_error(out, b, bad_health.tolist(), {k: bool(v) for k, v in bad_terms.items()},
+                                  bool(bad_grad), labels, c, good_step)
+
     progress = _progress(opts.progress, steps, G["name"])
     try:
         with progress as bar:
-            for step in range(1, steps + 1):
+            bar.update(start, float("nan"), 0.0)
+            for step in range(start + 1, steps + 1):
+                if warm:
+                    for g in opt.param_groups:
+                        g["lr"] = lr * min(1.0, step / warm)
                 idx = torch.randint(0, train_x.shape[0], (batch,), device=device, generator=gen)
                 loss, terms = loss_fn(train_x[idx], step - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                grads = [p.grad for p in params if p.grad is not None]
+                gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
                 if s["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(params, s["grad_clip"])
+                    torch.nn.utils.clip_grads_with_norm_(params, s["grad_clip"], gnorm)
                 opt.step()
-                sched.step()
+                # health bookkeeping stays on the device: no sync inside a step
+                ok = torch.isfinite(loss) & torch.isfinite(gnorm)
+                now_bad = (first_bad < 0) & ~ok
+                first_bad = torch.where(now_bad, step, first_bad)
+                bad_health = torch.where(now_bad, model.objective.health, bad_health)
+                bad_grad = torch.where(now_bad, ~torch.isfinite(gnorm) & torch.isfinite(loss), bad_grad)
+                for k, v in terms.items():
+                    bad_terms[k] = torch.where(now_bad, ~torch.isfinite(v), bad_terms.get(k, torch.zeros_like(ok)))
                 acc = acc + loss.detach()
                 for k, v in terms.items():
                     acc_terms[k] = acc_terms.get(k, 0) + v
                 if step % log_every == 0 or step == steps:
                     n = step - last_step
-                    value = float(acc) / n  # the one host sync, once per log interval
+                    fail_if_bad()
+                    value = float(acc) / n
                     now = time.perf_counter()
                     rec = {"step": step, "loss": value, "steps_per_second": n / (now - last_t),
                            "elapsed": now - t0, **{f"loss_{k}": float(v) / n for k, v in acc_terms.items()}}
-                    if not math.isfinite(value):
-                        bad = next((k for k, v in acc_terms.items() if not math.isfinite(float(v))), "loss")
-                        raise GfdslError([diag("E804", None, None, path=str(out), step=step,
-                                               why=f"the objective term {bad} is not finite ({value})",
-                                               hint="lower the learning rate or set grad_clip; the last good "
-                                                    "checkpoint is kept in the run directory")])
                     mf.write(json.dumps(rec) + "\n")
                     mf.flush()
                     bar.update(step, value, rec["steps_per_second"])
                     acc = torch.zeros((), device=device)
                     acc_terms = {}
                     last_t, last_step = now, step
-                if step % ckpt_every == 0 and step != steps:
-                    save_checkpoint(model, opt, out, step, shash)
+                if step % ckpt_every == 0 or step == steps:
+                    fail_if_bad()  # never write a checkpoint after a non-finite step
+                    save_checkpoint(out, model, opt, step, shash, rng_state())
+                    good_step = step
     finally:
         mf.close()
     train_seconds = time.perf_counter() - t0
-    save_checkpoint(model, opt, out, steps, shash)
     model.eval()
     ev = evaluate(model, test_x, eval_k, opts.eval_n, seed)
     n_samples = opts.samples or (2000 if int(np.prod(model.data_shape)) <= 2 else 64)
     torch.manual_seed(seed + 2)
     samples = draw_samples(model, n_samples)
-    buf = _npy_bytes(samples)
-    atomic_write(str(out / "samples.npy"), buf)
+    atomic_write(str(out / "samples.npy"), _npy_bytes(samples))
     plot_samples(samples, test_x.cpu().numpy(), out / "samples.png",
                  f"{G['name']}: {steps} steps, test NLL {ev['test_nll_nats']:.3f} nats")
+    done = steps - start
     summary = {
         "spec": str(spec), "model": G["name"], "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-        "train_seconds": train_seconds, "steps_per_second": steps / train_seconds,
-        **ev, "data": {"entry": G["dataset"]["entry"], "args": G["dataset"]["args"], "n_train": int(train_x.shape[0]), "n_test": int(test_x.shape[0])},
-        "device": str(device), "threads": opts.threads, "spec_hash": shash,
+        "train_seconds": train_seconds, "steps_per_second": done / train_seconds if done else 0.0,
+        "resumed_from_step": start if resume else None,
+        **ev, "data": {"entry": G["dataset"]["entry"], "args": G["dataset"]["args"], "n_train": int(train_x.shape[0]),
+                       "n_test": int(test_x.shape[0])},
+        "device": str(device), "threads": threads, "spec_hash": shash,
         "parameters": sum(p.numel() for p in params),
     }
     _write_json(out / "summary.json", summary)
     return summary
+
+
+def _read_run(out: Path) -> dict:
+    try:
+        return json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise GfdslError([diag("E803", None, None, path=str(out), why=f"its run.json cannot be read ({e})",
+                               hint="pass a folder written by `gfdsl run`")]) from None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the kill
+    atomic_write(str(path), ("\n".join(keep) + ("\n" if keep else "")).encode("utf-8"))
+
+
+def _health_labels(model, c: Compiled) -> list[str]:
+    """What each entry of Objective.health stands for: the prior, then P_F and P_B of each
+    step, as `kernel entry() at path:line:col (step a -> b)`."""
+    G = c.graph.graph
+    names = model.plan.names
+    out = [f"the prior of {G['source']}"]
+    for direction in ("fwd", "bwd"):
+        for s in model.plan.steps:
+            fwd = s.fwd.replace(":", ".")  # ModuleDict key -> IR kernel id
+            kid = fwd if direction == "fwd" else (s.bwd.replace(":", ".") if s.bwd else "inv:" + fwd)
+            k = G["kernels"][kid]
+            pol = "P_F" if direction == "fwd" else "P_B"
+            out.append(f"{pol} kernel {k['entry']}() at {c.source.path}:{k['span'][0]}:{k['span'][1]} "
+                       f"(step {names[s.src]} -> {names[s.dst]})")
+    return out
+
+
+def _bad_step_error(out: Path, step: int, health: list[bool], terms: dict[str, bool], grad: bool,
+                    labels: list[str], c: Compiled, good_step: int) -> GfdslError:
+    bad = [lab for lab, ok in zip(labels, health) if not ok]
+    which = [k for k, v in terms.items() if v]
+    if grad and not which:
+        why = "the gradient is not finite"
+    else:
+        why = "the loss is not finite" + (f" in objective term {', '.join(which)}" if which else "")
+    why += f"; first non-finite log-probability: {bad[0]}" if bad else ""
+    kept = f"the last good checkpoint (step {good_step}) is kept in {out}" if good_step else \
+        "no checkpoint had been written yet"
+    return GfdslError([diag("E804", None, None, path=str(out), step=step, why=why,
+                            hint=f"lower the learning rate or set grad_clip in the train block; {kept}")])
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

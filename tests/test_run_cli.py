@@ -34,8 +34,8 @@ def ddpm_run(tmp_path_factory):
 
 def test_run_directory(ddpm_run):
     names = {p.name for p in ddpm_run.iterdir()}
-    assert {"spec.gfn", "run.json", "metrics.jsonl", "model.safetensors", "optimizer.safetensors", "samples.npy",
-            "samples.png", "summary.json"} <= names
+    assert {"spec.gfn", "run.json", "metrics.jsonl", "checkpoint.safetensors", "samples.npy", "samples.png",
+            "summary.json"} <= names
     s = json.loads((ddpm_run / "summary.json").read_text())
     assert FIELDS <= set(s)
     assert s["steps"] == 30 and s["nll_estimator"] == {"name": "iwae", "k": 2} and np.isfinite(s["test_nll_nats"])

@@ -88,7 +88,12 @@ def load(dataset: dict, data_type: dict, spec_dir: Path) -> tuple[torch.Tensor, 
             t = torch.tensor(x / 8.0 - 1.0, dtype=torch.float32)
         return t[tr_i], t[te_i]
     if entry == "file":
-        return _file(spec_dir / a["path"], data_type, numel)
+        path = spec_dir / a["path"]
+        if path.exists() and not path.resolve().is_relative_to(spec_dir.resolve()):
+            # the checker refuses '..' and absolute paths; this catches links that lead out
+            raise GfdslError([diag("E801", None, None, path=str(path),
+                                   why="it resolves to a file outside the spec's folder")])
+        return _file(path, data_type, numel)
     raise KeyError(entry)
 
 

@@ -64,9 +64,12 @@ class Objective:
         return fk, bk
 
     def __call__(self, model, x: torch.Tensor, step: int):
+        """(loss, {term: value}); also sets self.health: (1 + 2T,) bool on the device, whether
+        the prior, each step's log P_F and each step's log P_B were finite in this call."""
         total = torch.zeros((), device=x.device)
         vals: dict[str, torch.Tensor] = {}
         traj = None
+        self.health = torch.ones(1 + 2 * len(model.plan.steps), dtype=torch.bool, device=x.device)
         for coef, name, args, _ in self.terms:
             if name == "elbo" and args["weighting"] == "simple":
                 v = self._l_simple(x)
@@ -74,14 +77,22 @@ class Objective:
                 v = self._ipf(model, x, step, args["rounds"])
             elif name == "elbo" and args["train"] == "both":
                 t = model.infer(x, 1, rsample=True)
+                self._check(t)
                 v = -t.log_weight().mean()
             else:
                 if traj is None:
                     traj = model.infer(x, self.k)  # shared by elbo(train = "pf"), mle and tbc
+                    self._check(traj)
                 v = self._term(name, args, traj, x.shape[0])
             vals[name] = v.detach()
             total = total + coef * v
         return total, vals
+
+    def _check(self, t) -> None:
+        """Record which log-probabilities were finite (device-side; read only on failure)."""
+        ok = torch.cat([torch.isfinite(t.log_prior).all()[None], torch.isfinite(t.log_pf).all(1),
+                        torch.isfinite(t.log_pb).all(1)])
+        self.health = self.health & ok
 
     def _term(self, name, args, t, n):
         if name in ("elbo", "mle"):
@@ -105,6 +116,9 @@ class Objective:
         eps = torch.randn_like(x0)
         xt = s.sqrt_abar[i][:, None] * x0 + s.sqrt_1m_abar[i][:, None] * eps
         out = fk.eps_pred(xt, i)
+        T = s.T
+        # every step shares the denoiser: its health stands for all forward entries
+        self.health[1:1 + T] &= torch.isfinite(out).all()
         target = eps if fk.param == "eps" else x0
         return ((out - target) ** 2).mean()
 
@@ -113,11 +127,14 @@ class Objective:
         if (step // per) % 2 == 0:  # fit P_F: maximise log P_F on backward trajectories from data
             with torch.no_grad():
                 t = model.infer(x)
-            lp = model._forward_log_probs(t.states, x.shape[0], {})
-            return -lp.sum(0).mean()
+            t.log_pf = model._forward_log_probs(t.states, x.shape[0], {})
+            self._check(t)
+            return -t.log_pf.sum(0).mean()
         with torch.no_grad():  # fit P_B: maximise log P_B on forward trajectories from the prior
             t = model.sample(x.shape[0])
-        return -model._backward_log_probs(t.states, x.shape[0]).sum(0).mean()
+        t.log_pb = model._backward_log_probs(t.states, x.shape[0])
+        self._check(t)
+        return -t.log_pb.sum(0).mean()
 
 
 def _span(t):
