@@ -48,6 +48,15 @@ def main() -> int:
         worst = max(worst, statistics.median(times))
         print(f"{spec.stem:24} {statistics.median(times):9.3f} {min(times):7.3f}  {torch}")
     print(f"worst median: {worst:.3f} s per `gfdsl check` process")
+    # time from process start to the first diagnostic of a broken spec
+    bad = ROOT / "tests" / "bad" / "name_unknown_net.gfn"
+    times = []
+    for _ in range(a.repeat):
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "gfdsl", "check", str(bad)], capture_output=True, text=True, cwd=ROOT)
+        times.append(time.perf_counter() - t)
+        assert r.returncode == 1 and "error[E201]" in r.stderr
+    print(f"{'first diagnostic (E201)':24} {statistics.median(times):9.3f} {min(times):7.3f}")
     return 0
 
 

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=_pos_int, default=1,
                    help="CPU threads (default 1: on a loaded 2-core machine more threads were far slower)")
     c.add_argument("--compile", action="store_true", help="wrap the loss in torch.compile")
+    c.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for the nets (log-probabilities stay float32); for GPUs with bf16")
+    c.add_argument("--nproc", type=_pos_int, default=1,
+                   help="train with N processes (DistributedDataParallel via torchrun; gloo on CPU, NCCL on CUDA)")
     c.add_argument("--out", metavar="DIR", help="run directory (default runs/<spec name>); must be new or empty")
     c.add_argument("--eval-k", type=_pos_int, help="backward trajectories per test point for the likelihood")
     c.add_argument("--eval-n", type=_pos_int, default=2000, help="test points evaluated (default 2000)")
@@ -239,11 +243,21 @@ def cmd_run(a) -> int:
 
     if bool(a.spec) == bool(a.resume):
         raise _Usage("gfdsl: error: give either SPEC or --resume RUN")
-    if a.resume and (a.set or a.steps or a.batch or a.lr or a.seed is not None or a.out or a.compile):
+    if a.resume and (a.set or a.steps or a.batch or a.lr or a.seed is not None or a.out or a.compile or a.amp):
         raise _Usage("gfdsl: error: --resume continues a run as it was started; "
                      "--set, --steps, --batch, --lr, --seed, --out and --compile cannot change it")
+    if a.nproc > 1 and not os.environ.get("WORLD_SIZE"):
+        from gfdsl.distributed import launch
+
+        argv = list(sys.argv[1:]) if a.argv is None else list(a.argv)
+        i = argv.index("--nproc") if "--nproc" in argv else None
+        if i is not None:
+            del argv[i:i + 2]
+        else:
+            argv = [x for x in argv if not x.startswith("--nproc=")]
+        return launch(argv, a.nproc)
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
-                      compile=a.compile, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n,
+                      compile=a.compile, amp=a.amp, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n,
                       progress=not a.no_progress and sys.stderr.isatty())
     try:
         s = train(a.spec, opts, _overrides(a.set), resume=a.resume)
@@ -252,6 +266,8 @@ def cmd_run(a) -> int:
         print(f"gfdsl: interrupted; the last checkpoint is kept: continue with `gfdsl run --resume {out}`",
               file=sys.stderr)
         return 130
+    if not s:  # a rank other than 0: rank 0 reports
+        return 0
     est = s["nll_estimator"]
     est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
     bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
@@ -297,6 +313,7 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "render": cmd_render, "f
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return COMMANDS[args.cmd](args)
     except GfdslError as e:

@@ -87,6 +87,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E802": ("{message}", "{hint}"),
     "E803": ("cannot use run directory {path}: {why}", "{hint}"),
     "E804": ("the run stopped at step {step}: {why}", "{hint}"),
+    "E806": ("the batch of {batch} does not split evenly over {world} processes", "choose a batch divisible by {world}"),
     "E805": ("device '{device}' is not available: {why}", "use --device cpu, or --device auto"),
 }
 

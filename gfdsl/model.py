@@ -219,3 +219,6 @@ class GfnModel(nn.Module):
     def loss(self, batch: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The spec's objective on a batch: (scalar loss, {term: value}) without syncing."""
         return self.objective(self, batch, step)
+
+    # DistributedDataParallel calls forward(): it is the loss
+    forward = loss

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gfdsl import distributed
 from gfdsl.driver import Compiled, check_file
 from gfdsl.errors import GfdslError, diag
 from gfdsl.render import atomic_write
@@ -41,6 +42,7 @@ class RunOptions:
     device: str = "auto"
     threads: int = 1
     compile: bool = False
+    amp: bool = False  # bf16 autocast of the nets (log-probabilities stay float32)
     out: str | None = None
     eval_k: int | None = None
     eval_n: int | None = 2000  # test points used for test_nll_nats (None: all)
@@ -257,6 +259,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
                                    hint="restore the spec.gfn the run was trained with, or start a new run")])
         steps, batch, lr, seed = info["steps"], info["batch"], info["lr"], info["seed"]
         threads, dev_name, compiled_loss = info["threads"], info["device_request"], info["compile"]
+        amp = info.get("amp", False)
         eval_k = info["eval_k"]
         spec = info["spec"]
     else:
@@ -267,21 +270,27 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         lr = opts.lr or s0["lr"]
         seed = s0["seed"] if opts.seed is None else opts.seed
         threads, dev_name, compiled_loss = opts.threads, opts.device, opts.compile
+        amp = opts.amp
         eval_k = opts.eval_k or s0["eval_k"]
         out = Path(opts.out or f"runs/{Path(spec).stem}")
         tensors = meta = None
     G = c.graph.graph
     s = dict(G["train"])
-    device = resolve_device(dev_name)
+    ranks = distributed.launched()
+    device = distributed.init(ranks, resolve_device(dev_name))
     torch.set_num_threads(max(1, threads))
     shash = spec_hash(c.source.text)
-    if not resume:
+    if batch % ranks.world:
+        raise GfdslError([diag("E806", None, None, path="--batch", batch=batch, world=ranks.world)])
+    if not resume and ranks.main:  # only rank 0 writes the run directory
         _prepare_dir(out)
         atomic_write(str(out / "spec.gfn"), c.source.text.encode("utf-8"))
         _write_json(out / "run.json", {"spec": str(spec), "spec_hash": shash, "overrides": overrides or {},
                                        "steps": steps, "batch": batch, "lr": lr, "seed": seed,
                                        "device": str(device), "device_request": dev_name, "threads": threads,
-                                       "compile": compiled_loss, "eval_k": eval_k, "train": s})
+                                       "compile": compiled_loss, "amp": amp, "eval_k": eval_k, "train": s,
+                                       "nproc": ranks.world})
+    distributed.barrier(ranks)
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -302,15 +311,23 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         if "rng.cuda" in tensors and device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         start = int(meta["step"])
-    if resume:
+    if ranks.enabled:  # each rank its own noise stream (rank 0 keeps the single-process one)
+        if ranks.rank:
+            torch.manual_seed(seed + 7919 * ranks.rank + start)
+        loss_fn_module = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=_some_params_unused(model, train_x[:shard_of(batch, ranks)]))
+    else:
+        loss_fn_module = model.loss
+    if resume and ranks.main:
         _truncate_metrics(out / "metrics.jsonl", start)  # lines after the checkpoint are redone
     warm = s["warmup"]
-    loss_fn = torch.compile(model.loss) if compiled_loss else model.loss
+    loss_fn = torch.compile(loss_fn_module) if compiled_loss else loss_fn_module
+    shard = batch // ranks.world
     log_every = opts.log_every or max(1, min(500, steps // 50))
     ckpt_every = s["checkpoint_every"]
     labels = _health_labels(model, c)
     n_h = len(labels)
-    mf = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    mf = open(out / "metrics.jsonl", "a", encoding="utf-8") if ranks.main else None
     acc = torch.zeros((), device=device)
     acc_terms: dict[str, torch.Tensor] = {}
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite value
@@ -328,12 +345,12 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         return st
 
     def fail_if_bad() -> None:
-        b = int(first_bad)  # a host sync, only at log and checkpoint points
+        b = int(distributed.first_bad(ranks, first_bad))  # a host sync, only at log and checkpoint points
         if b >= 0:
             raise _bad_step_error(out, b, bad_health.tolist(), {k: bool(v) for k, v in bad_terms.items()},
                                   bool(bad_grad), labels, c, good_step)
 
-    progress = _progress(opts.progress, steps, G["name"])
+    progress = _progress(opts.progress and ranks.main, steps, G["name"])
     try:
         with progress as bar:
             bar.update(start, float("nan"), 0.0)
@@ -342,7 +359,10 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
                     for g in opt.param_groups:
                         g["lr"] = lr * min(1.0, step / warm)
                 idx = torch.randint(0, train_x.shape[0], (batch,), device=device, generator=gen)
-                loss, terms = loss_fn(train_x[idx], step - 1)
+                if ranks.enabled:  # every rank draws the global batch and takes its shard
+                    idx = idx[ranks.rank * shard:(ranks.rank + 1) * shard]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss, terms = loss_fn(train_x[idx], step - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grads = [p.grad for p in params if p.grad is not None]
@@ -364,23 +384,29 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
                 if step % log_every == 0 or step == steps:
                     n = step - last_step
                     fail_if_bad()
-                    value = float(acc) / n
+                    value = float(distributed.all_mean(ranks, acc)) / n
                     now = time.perf_counter()
                     rec = {"step": step, "loss": value, "steps_per_second": n / (now - last_t),
                            "elapsed": now - t0, **{f"loss_{k}": float(v) / n for k, v in acc_terms.items()}}
-                    mf.write(json.dumps(rec) + "\n")
-                    mf.flush()
+                    if mf is not None:
+                        mf.write(json.dumps(rec) + "\n")
+                        mf.flush()
                     bar.update(step, value, rec["steps_per_second"])
                     acc = torch.zeros((), device=device)
                     acc_terms = {}
                     last_t, last_step = now, step
                 if step % ckpt_every == 0 or step == steps:
                     fail_if_bad()  # never write a checkpoint after a non-finite step
-                    save_checkpoint(out, model, opt, step, shash, rng_state())
+                    if ranks.main:
+                        save_checkpoint(out, model, opt, step, shash, rng_state())
                     good_step = step
     finally:
-        mf.close()
+        if mf is not None:
+            mf.close()
     train_seconds = time.perf_counter() - t0
+    distributed.finish(ranks)
+    if not ranks.main:
+        return {}
     model.eval()
     ev = evaluate(model, test_x, eval_k, opts.eval_n, seed)
     n_samples = opts.samples or (2000 if int(np.prod(model.data_shape)) <= 2 else 64)
@@ -396,11 +422,32 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         "resumed_from_step": start if resume else None,
         **ev, "data": {"entry": G["dataset"]["entry"], "args": G["dataset"]["args"], "n_train": int(train_x.shape[0]),
                        "n_test": int(test_x.shape[0])},
-        "device": str(device), "threads": threads, "spec_hash": shash,
+        "device": str(device), "threads": threads, "nproc": ranks.world, "spec_hash": shash,
         "parameters": sum(p.numel() for p in params),
     }
     _write_json(out / "summary.json", summary)
     return summary
+
+
+def shard_of(batch: int, ranks) -> int:
+    return batch // ranks.world
+
+
+def _some_params_unused(model, x: torch.Tensor) -> bool:
+    """Does one loss leave some parameter without a gradient (a detached policy, an IPF
+    phase)? DDP must then look for unused parameters each step; otherwise it need not.
+    The probe leaves the RNG and the gradients as they were."""
+    state = torch.get_rng_state()
+    try:
+        loss, _ = model.loss(x, 0)
+        loss.backward()
+        unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
+        if any(t["term"] == "ipf" for t in model.spec["objective"]):
+            unused = True  # the other policy rests in alternate rounds
+    finally:
+        model.zero_grad(set_to_none=True)
+        torch.set_rng_state(state)
+    return unused
 
 
 def _read_run(out: Path) -> dict:

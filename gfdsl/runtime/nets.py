@@ -51,7 +51,9 @@ class MLP(nn.Module):
             if t is None:
                 t = torch.zeros(x.shape[0], device=x.device)
             x = torch.cat([x, self.embed(t)], dim=1)
-        return self.body(x)
+        # under bf16 autocast the layers run in bf16; kernels get float32 so that
+        # log-probabilities are computed and accumulated in float32
+        return self.body(x).float()
 
 
 class MaskedLinear(nn.Linear):
@@ -100,7 +102,7 @@ class MADE(nn.Module):
             x = torch.cat([x, self.embed(t)], dim=1)
         for layer in self.layers:
             x = layer(x)
-        return x
+        return x.float()
 
 
 class ConvNet(nn.Module):
@@ -126,7 +128,7 @@ class ConvNet(nn.Module):
         for i, blk in enumerate(self.blocks):
             r = h if e is None else h + self.temb[i](e)[:, :, None, None]
             h = h + blk(r)
-        return self.out(h).reshape(B, -1)
+        return self.out(h).reshape(B, -1).float()
 
 
 def build(entry: str, args: dict) -> nn.Module:
