@@ -90,6 +90,12 @@ def test_bad_data_file_is_named(tmp_path, capsys, in_root):
     np.save(tmp_path / "pts.npy", np.full((10, 2), np.nan, dtype=np.float32))
     assert main(["run", str(spec), "--steps", "1", "--out", str(tmp_path / "r2")]) == 1
     assert "NaN" in capsys.readouterr().err
+    np.save(tmp_path / "pts.npy", np.zeros((1, 2), dtype=np.float32))
+    assert main(["run", str(spec), "--steps", "1", "--out", str(tmp_path / "r4")]) == 1
+    assert "at least 2 examples" in capsys.readouterr().err
+    np.save(tmp_path / "pts.npy", np.array([["a", "b"]] * 4))
+    assert main(["run", str(spec), "--steps", "1", "--out", str(tmp_path / "r5")]) == 1
+    assert "is not numeric" in capsys.readouterr().err
     np.save(tmp_path / "pts.npy", np.random.default_rng(0).standard_normal((40, 2)).astype(np.float32))
     assert main(["run", str(spec), "--set", "K=2", "--steps", "3", "--batch", "8", "--eval-n", "4",
                  "--out", str(tmp_path / "r3"), "--no-progress"]) == 0

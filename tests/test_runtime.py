@@ -240,3 +240,19 @@ def test_python_api(tmp_path):
     s = gfdsl.train(str([s for s in SPECS if s.stem == "hvae"][0]),
                     gfdsl.RunOptions(steps=2, batch=4, out=str(tmp_path / "r"), eval_k=2, eval_n=3, progress=False))
     assert s["steps"] == 2 and "test_bpd" in s and s["nll_estimator"] == {"name": "iwae", "k": 2}
+
+
+def test_reward_terms_against_hand_values():
+    from gfdsl.model import Trajectory
+    from gfdsl.runtime.objectives import reverse_kl, trajectory_balance
+
+    t = Trajectory(states=[], log_pf=torch.tensor([[-1.0, -2.0], [-0.5, -0.25]]),
+                   log_pb=torch.tensor([[-0.2, -0.1], [0.0, -0.3]]), log_prior=torch.tensor([-1.0, -1.5]))
+    # log weights: b0: -1 - 1.5 + 0.2 = -2.3 ; b1: -1.5 - 2.25 + 0.4 = -3.35
+    w = torch.tensor([-2.3, -3.35])
+    assert torch.allclose(t.log_weight(), w)
+    log_r = torch.tensor([-2.0, -3.0])
+    log_Z = torch.tensor(0.5)
+    expected = ((0.5 - 2.3 + 2.0) ** 2 + (0.5 - 3.35 + 3.0) ** 2) / 2
+    assert math.isclose(float(trajectory_balance(t, log_Z, log_r)), expected, rel_tol=1e-6)
+    assert math.isclose(float(reverse_kl(t, log_r)), ((-2.3 + 2.0) + (-3.35 + 3.0)) / 2, rel_tol=1e-6)

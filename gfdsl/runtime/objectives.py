@@ -137,6 +137,24 @@ class Objective:
         return -t.log_pb.sum(0).mean()
 
 
+# -- reward-driven terms -----------------------------------------------------------------
+# Pure functions of a trajectory and a log-reward. Specs cannot name a reward yet, so the
+# checker refuses `tb` and `reverse_kl` on data-trained models (E611); these are the
+# functions the reward-driven specs will lower to, tested against hand-computed values.
+
+
+def trajectory_balance(t, log_Z: torch.Tensor, log_reward: torch.Tensor) -> torch.Tensor:
+    """Malkin et al. (2022), eq. 14: mean_b (log Z + log P_F(tau_b) - log R(x_b) - log P_B(tau_b|x_b))^2,
+    with the source prior counted in log P_F. t: Trajectory; log_Z: (); log_reward: (B,)."""
+    return ((log_Z + t.log_weight() - log_reward) ** 2).mean()
+
+
+def reverse_kl(t, log_reward: torch.Tensor) -> torch.Tensor:
+    """KL(P_F(tau) || P_B(tau|x) R(x) / Z) up to the constant log Z, for forward trajectories
+    t ~ P_F drawn with reparameterised samples: mean_b log P_F(tau_b) - log P_B(tau_b|x_b) - log R(x_b)."""
+    return (t.log_weight() - log_reward).mean()
+
+
 def _span(t):
     from gfdsl.source import Span
 
