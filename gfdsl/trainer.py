@@ -49,6 +49,7 @@ class RunOptions:
     samples: int | None = None
     progress: bool = True
     log_every: int | None = None
+    on_checkpoint: object = None  # Python API: called as f(step, model) after each checkpoint
 
 
 def spec_hash(text: str) -> str:
@@ -399,6 +400,8 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
                     fail_if_bad()  # never write a checkpoint after a non-finite step
                     if ranks.main:
                         save_checkpoint(out, model, opt, step, shash, rng_state())
+                        if opts.on_checkpoint is not None:
+                            opts.on_checkpoint(step, model)
                     good_step = step
     finally:
         if mf is not None:

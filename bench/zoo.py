@@ -1,0 +1,178 @@
+"""The model zoo: train every shipped spec with its documented budget and compare with
+reference numbers, writing a markdown table (docs/zoo.md by default).
+
+    python bench/zoo.py                  # everything (about an hour on one CPU thread)
+    python bench/zoo.py --only realnvp hvae
+    python bench/zoo.py --quick          # a few steps each: checks the pipeline, not quality
+
+Entries (test NLL per example in nats unless noted; references measured with plain
+PyTorch or zuko on this kind of machine, as given in the project's issue):
+  realnvp / maf on 8gaussians and moons, exact likelihood
+  hvae on binarised digits, IWAE k = 1000
+  autoregressive on binarised digits, exact
+  schrodinger_bridge on moons: sliced 2-Wasserstein to test data after each IPF round
+  ddpm on each of the 8 toy sets, IWAE k = 20
+  mle_gfn on 8gaussians, IWAE k = 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gfdsl.trainer import RunOptions, train  # noqa: E402
+
+TOYS = ["8gaussians", "2spirals", "checkerboard", "moons", "pinwheel", "rings", "swissroll", "circles"]
+ENTROPY_8G = math.log(8) + math.log(2 * math.pi * math.e * (0.5 / 1.414) ** 2)
+
+
+def variant(spec: str, tmp: Path, data: str | None = None, extra: dict | None = None) -> Path:
+    """A copy of a shipped spec on another toy data set and/or with train settings changed."""
+    text = (ROOT / "specs" / f"{spec}.gfn").read_text()
+    if data:
+        text = re.sub(r'toy2d\(name = "[^"]+"\)', f'toy2d(name = "{data}")', text)
+    for k, v in (extra or {}).items():
+        text = re.sub(rf"(\n\s*){k}\s*=\s*[^\n#]+", rf"\g<1>{k} = {v}", text) if re.search(rf"\n\s*{k}\s*=", text) \
+            else text.replace("  train {", f"  train {{\n    {k} = {v}", 1)
+    p = tmp / f"{spec}_{data or 'default'}_{abs(hash(json.dumps(extra, sort_keys=True))) % 10**6}.gfn"
+    p.write_text(text)
+    return p
+
+
+def sliced_w2(a: np.ndarray, b: np.ndarray, n_proj: int = 200, seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance by sorted projections (equal sample sizes)."""
+    rng = np.random.default_rng(seed)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    th = rng.standard_normal((n_proj, a.shape[1]))
+    th /= np.linalg.norm(th, axis=1, keepdims=True)
+    pa, pb = np.sort(a @ th.T, axis=0), np.sort(b @ th.T, axis=0)
+    return float(np.sqrt(((pa - pb) ** 2).mean()))
+
+
+def run(spec_path: Path, out: Path, quick: bool, **kw) -> dict:
+    opts = RunOptions(out=str(out), progress=False, **kw)
+    if quick:
+        opts.steps, opts.eval_n, opts.eval_k = 3, 20, 2
+    return train(str(spec_path), opts)
+
+
+def entries(quick: bool, tmp: Path, only: set[str] | None):
+    # name, spec file, data, reference, goal, note, extra run options
+    todo = [
+        ("realnvp", variant("realnvp", tmp), "8gaussians", 2.99, 3.00, "zuko RealNVP", {}),
+        ("realnvp", variant("realnvp", tmp, "moons"), "moons", 2.43, 2.45, "zuko RealNVP", {}),
+        ("maf", variant("maf", tmp, "8gaussians"), "8gaussians", 2.99, None, "zuko RealNVP", {}),
+        ("maf", variant("maf", tmp), "moons", 2.43, None, "zuko RealNVP", {}),
+        ("hvae", variant("hvae", tmp), "digits (binary)", 16.96, 17.5, "hand-written 2-level VAE; "
+         "independent Bernoulli 25.08", {"eval_k": 1000, "eval_n": None}),
+        ("autoregressive", variant("autoregressive", tmp), "digits (binary)", 17.30, 17.5, "MADE",
+         {"eval_n": None}),
+        ("mle_gfn", variant("mle_gfn", tmp), "8gaussians", 3.03, None, "hand-written DDPM (T = 100)",
+         {"eval_k": 20}),
+    ] + [("ddpm", variant("ddpm", tmp, d), d, 3.03 if d == "8gaussians" else None,
+          3.10 if d == "8gaussians" else None, "hand-written DDPM" if d == "8gaussians" else "", {})
+         for d in TOYS]
+    for e in todo:
+        if only is None or e[0] in only:
+            yield e
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    only = set(a.only) if a.only else None
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for i, (name, spec, data, ref, goal, note, kw) in enumerate(entries(a.quick, tmp, only)):
+            t = time.perf_counter()
+            s = run(spec, tmp / f"run{i}", a.quick, **kw)
+            est = s["nll_estimator"]
+            est = "exact" if est["name"] == "exact" else f"IWAE k={est['k']}"
+            row = dict(spec=name, data=data, steps=s["steps"], seconds=round(time.perf_counter() - t, 1),
+                       ours=s["test_nll_nats"], estimator=est, n_eval=s["n_eval"], reference=ref, goal=goal,
+                       note=note, entropy=ENTROPY_8G if data == "8gaussians" else None)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if only is None or "schrodinger_bridge" in only:
+            rows.append(schrodinger(tmp, a.quick))
+            print(json.dumps(rows[-1]), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2))
+    Path(a.out).write_text(table(rows, a.quick))
+    print(f"wrote {a.out}")
+    return 0
+
+
+def schrodinger(tmp: Path, quick: bool) -> dict:
+    """IPF on moons: sliced W2 between 2000 samples and test data after every round."""
+    from gfdsl.driver import check_file
+    from gfdsl.runtime.data import load
+
+    text = (ROOT / "specs" / "schrodinger_bridge.gfn").read_text()
+    rounds = int(re.search(r"ipf\(rounds = (\d+)\)", text).group(1))
+    steps = int(re.search(r"steps\s*=\s*(\d+)", text).group(1))
+    if quick:
+        steps = rounds * 2
+    per = steps // rounds
+    spec = variant("schrodinger_bridge", tmp, extra={"checkpoint_every": per, "steps": steps})
+    c = check_file(spec)
+    _, test = load(c.graph.graph["dataset"], c.graph.nodes[c.graph.graph["data"]], spec.parent)
+    w2 = []
+
+    def on_ckpt(step, model):
+        st = torch.get_rng_state()
+        torch.manual_seed(123)
+        with torch.no_grad():
+            x = model.sample(2000).states[-1].numpy()
+        torch.set_rng_state(st)
+        w2.append((step // per, sliced_w2(x, test.numpy())))
+
+    t = time.perf_counter()
+    s = train(str(spec), RunOptions(out=str(tmp / "sb"), progress=False, on_checkpoint=on_ckpt,
+                                    eval_n=20 if quick else 2000, eval_k=2 if quick else 20))
+    return dict(spec="schrodinger_bridge", data="moons", steps=s["steps"], seconds=round(time.perf_counter() - t, 1),
+                ours=w2[-1][1], estimator="sliced W2", n_eval=2000, reference=w2[0][1], goal=None,
+                note="W2 per IPF round: " + ", ".join(f"{r}: {v:.3f}" for r, v in w2)
+                     + f"; reference = round 1 (a diffusion model); test NLL {s['test_nll_nats']:.3f} "
+                       f"(IWAE k={s['nll_estimator'].get('k')})",
+                entropy=None)
+
+
+def table(rows, quick: bool) -> str:
+    out = ["# Model zoo", "",
+           "Produced by `python bench/zoo.py" + (" --quick" if quick else "") + "` on one CPU thread. Test NLL per "
+           "example in nats (lower is better) unless the estimator says otherwise; a goal is the bound the "
+           "project set, the reference the figure it was set from.", "",
+           "| spec | data | steps | seconds | ours | estimator | reference | goal | met | data entropy | note |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "" if r["goal"] is None else ("yes" if r["ours"] <= r["goal"] else "**no**")
+        if r["spec"] == "schrodinger_bridge":
+            met = "yes" if r["ours"] < r["reference"] else "**no**"
+        f = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        out.append(f"| {r['spec']} | {r['data']} | {r['steps']} | {r['seconds']} | {f(r['ours'])} | {r['estimator']} "
+                   f"| {f(r['reference'])} | {f(r['goal'])} | {met} | {f(r['entropy'])} | {r['note']} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
