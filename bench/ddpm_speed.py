@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +21,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import alternate, median  # noqa: E402
 
 
 # -- the hand-written reference: no gfdsl code below this line until `compiled()` -------------
@@ -62,7 +63,7 @@ class HandDDPM(nn.Module):
 def hand_written():
     torch.manual_seed(0)
     m = HandDDPM()
-    return m, torch.optim.Adam(m.parameters(), lr=1e-3), m.loss
+    return m, m.loss
 
 
 def compiled():
@@ -72,18 +73,7 @@ def compiled():
     torch.manual_seed(0)
     c = check_file(ROOT / "specs" / "ddpm.gfn")
     m = lower(c.graph, c.source)
-    return m, torch.optim.Adam(m.parameters(), lr=1e-3), lambda x: m.loss(x)[0]
-
-
-def run_block(model, opt, loss_fn, data, n, batch):
-    t0 = time.perf_counter()
-    for _ in range(n):
-        x = data[torch.randint(0, data.shape[0], (batch,))]
-        loss = loss_fn(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return n / (time.perf_counter() - t0)
+    return m, lambda x: m.loss(x)[0]
 
 
 def main() -> int:
@@ -98,18 +88,12 @@ def main() -> int:
     import numpy as np
 
     data = torch.tensor(toy2d("8gaussians", 50_000, np.random.default_rng(0)), dtype=torch.float32)
-    runs = {"hand-written": hand_written(), "gfdsl": compiled()}
-    n_h = sum(p.numel() for p in runs["hand-written"][0].parameters())
-    n_g = sum(p.numel() for p in runs["gfdsl"][0].parameters())
+    models = {"hand-written": hand_written(), "gfdsl": compiled()}
+    n_h, n_g = (sum(p.numel() for p in m.parameters()) for m, _ in models.values())
     assert n_h == n_g, (n_h, n_g)
-    for name, r in runs.items():  # warm-up
-        run_block(*r, data, 50, a.batch)
-    speeds = {name: [] for name in runs}
-    for b in range(a.blocks):
-        order = list(runs) if b % 2 == 0 else list(runs)[::-1]
-        for name in order:
-            speeds[name].append(run_block(*runs[name], data, a.steps_per_block, a.batch))
-    med = {k: statistics.median(v) for k, v in speeds.items()}
+    runs = {k: (f, torch.optim.Adam(m.parameters(), lr=1e-3)) for k, (m, f) in models.items()}
+    speeds = alternate(runs, data, a.blocks, a.steps_per_block, a.batch)
+    med = {k: median(v) for k, v in speeds.items()}
     print(f"DDPM training step, batch {a.batch}, {n_g:,} parameters, {a.threads} thread(s), "
           f"{a.blocks} alternating blocks of {a.steps_per_block} steps, torch {torch.__version__}")
     for k, v in med.items():

@@ -121,24 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pos_int(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{v}' is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def _int_at_least(lo: int):
+    """An argparse type: an integer >= lo (a usage error, exit 2, otherwise)."""
+
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{v}' is not an integer") from None
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {n}")
+        return n
+
+    return parse
 
 
-def _nonneg_int(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{v}' is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
-    return n
+_pos_int = _int_at_least(1)
+_nonneg_int = _int_at_least(0)
 
 
 def _pos_float(v: str) -> float:

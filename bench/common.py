@@ -1,0 +1,37 @@
+"""Shared by the speed benchmarks: train several models in alternating blocks of steps,
+so that machine noise hits all of them alike, and report median steps/second."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def block(loss_fn, opt, data: torch.Tensor, n: int, batch: int) -> float:
+    """n training steps on random batches of `data`; returns steps/second."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        x = data[torch.randint(0, data.shape[0], (batch,))]
+        loss = loss_fn(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return n / (time.perf_counter() - t0)
+
+
+def alternate(runs: dict, data: torch.Tensor, blocks: int, steps: int, batch: int, warmup: int = 30) -> dict:
+    """runs: name -> (loss_fn, optimizer). Returns name -> list of steps/s, one per block."""
+    for loss_fn, opt in runs.values():
+        block(loss_fn, opt, data, warmup, batch)
+    speeds: dict[str, list[float]] = {k: [] for k in runs}
+    names = list(runs)
+    for b in range(blocks):
+        for k in (names if b % 2 == 0 else names[::-1]):
+            speeds[k].append(block(*runs[k], data, steps, batch))
+    return speeds
+
+
+def median(v: list[float]) -> float:
+    return statistics.median(v)
