@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gfdsl import ast
 from gfdsl.errors import Diagnostic, GfdslError, diag, did_you_mean
 from gfdsl.evaluate import Bad, Evaluator, Scope, uses_var
-from gfdsl.library import REGISTRY, Ref
+from gfdsl.library import REGISTRY
 from gfdsl.library.registry import VALUE_TYPES, KernelUse, NetFacts, StateType
 from gfdsl.settings import TrainSettings
 from gfdsl.source import NO_SPAN, Source, Span
@@ -375,7 +375,6 @@ class Checker:
         if fam is None:
             if r.name in self.scope.states:
                 raise Bad()  # the family itself had an error
-            kind = REGISTRY.kind_of(r.name)
             other = ("net" if r.name in self.scope.nets else "schedule" if r.name in self.scope.schedules
                      else "dim" if r.name in self.scope.dims else None)
             if other:
@@ -383,7 +382,6 @@ class Checker:
             else:
                 self.error("E201", r.name_span, name=r.name,
                            hint=did_you_mean(r.name, self.scope.states) or "declare it with `state NAME : real[D]`")
-            del kind
             raise Bad()
         rng = fam["range"]
         if rng is None:

@@ -14,7 +14,7 @@ from dataclasses import fields
 from importlib import resources
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, VisitError
+from lark.exceptions import UnexpectedInput, VisitError
 
 from gfdsl import ast
 from gfdsl.errors import GfdslError, diag
@@ -230,4 +230,4 @@ def _check_depth(source: Source, model: ast.Model) -> None:
                 stack.append(getattr(node, f.name))
 
 
-__all__ = ["parse", "parser", "UnexpectedCharacters"]
+__all__ = ["parse", "parser", "grammar_text", "span_of"]

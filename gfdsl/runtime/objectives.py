@@ -38,7 +38,7 @@ class Objective:
                                        message=f"objective {name}() has no run-time implementation yet",
                                        hint="use elbo, mle, tbc or ipf; `gfdsl check` accepts the spec")])
         self.simple = None
-        for coef, name, args, span in self.terms:
+        for _coef, name, args, span in self.terms:
             if name == "elbo" and args["weighting"] == "simple":
                 self.simple = self._simple_parts(model, span, source)
         self.total_steps = 1  # set by the trainer (ipf needs its round length)
