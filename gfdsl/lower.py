@@ -115,7 +115,7 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int) -> nn.
     if e == "affine_coupling":
         return K.AffineCoupling(net, a["parity"], n_out)
     if e == "maf_affine":
-        return K.MAFAffine(net, n_out)
+        return K.MAFAffine(net, n_out, bool(a["order"]))
     if e == "next_token":
         classes = out["params"][0] if out["dtype"] == "cat" else 2
         return K.NextToken(net, classes, n_data, out["dtype"] == "binary", isinstance(net, N.MADE))

@@ -178,7 +178,14 @@ def _coupling_rule(use: KernelUse, a: CouplingArgs) -> list[Problem]:
                       f"for log-scale and shift of {use.out_name} ({use.out})")
 
 
-def _maf_rule(use: KernelUse, a: NetOnlyArgs) -> list[Problem]:
+class MafArgs(Args):
+    """maf_affine(net, order = 0): order 1 reverses the variables (alternate it by layer)."""
+
+    net: NetRef
+    order: Literal[0, 1] = Field(default=0, description="0: natural order, 1: reversed")
+
+
+def _maf_rule(use: KernelUse, a: MafArgs) -> list[Problem]:
     probs = _dtype(use, "maf_affine", ("real",), "a real") + _same_shape(use, "maf_affine")
     facts = use.nets.get(str(a.net))
     if facts is not None and facts.entry != "made":
@@ -237,7 +244,7 @@ REGISTRY.add(Entry("learned_noising", K, LearnedNoisingArgs, "noising kernel wit
                    BWD, frozenset({"rsample"}), _learned, _learned_noising_rule))
 REGISTRY.add(Entry("affine_coupling", K, CouplingArgs, "RealNVP affine coupling bijection",
                    BOTH, frozenset({"bijective", "deterministic"}), _learned, _coupling_rule))
-REGISTRY.add(Entry("maf_affine", K, NetOnlyArgs, "masked autoregressive affine bijection (MAF)",
+REGISTRY.add(Entry("maf_affine", K, MafArgs, "masked autoregressive affine bijection (MAF)",
                    BOTH, frozenset({"bijective", "deterministic"}), _learned, _maf_rule))
 REGISTRY.add(Entry("next_token", K, NetOnlyArgs, "append one token drawn from a net's softmax over the prefix",
                    FWD, frozenset(), _learned, _next_token_rule))

@@ -191,26 +191,32 @@ class MAFAffine(Bijection):
     direction: x_d = z_d exp(a_d) + mu_d, (mu, a) = MADE(x_{<d}). Density evaluation
     (x -> z) is one pass; generation is D passes."""
 
-    def __init__(self, net: nn.Module, dim: int):
+    def __init__(self, net: nn.Module, dim: int, reverse: bool = False):
         super().__init__()
-        self.net, self.D = net, dim
+        self.net, self.D, self.reverse = net, dim, reverse
+
+    def _flip(self, x):
+        # a reversed order is the same map conjugated by a permutation (|det| = 1)
+        return x.flip(1) if self.reverse else x
 
     def _params(self, x, i):
         out = self.net(x, _t(i)).view(x.shape[0], 2, self.D)
         return out[:, 0], 3.0 * torch.tanh(out[:, 1] / 3.0)
 
     def forward_map(self, z, i):
+        z = self._flip(z)
         x = torch.zeros_like(z)
         for d in range(self.D):
             mu, a = self._params(x, i)
             x = x.clone()
             x[:, d] = z[:, d] * a[:, d].exp() + mu[:, d]
         mu, a = self._params(x, i)
-        return x, a.sum(1)
+        return self._flip(x), a.sum(1)
 
     def inverse_map(self, x, i):
+        x = self._flip(x)
         mu, a = self._params(x, i)
-        return (x - mu) * (-a).exp(), -a.sum(1)
+        return self._flip((x - mu) * (-a).exp()), -a.sum(1)
 
 
 class Appended(Distribution):
