@@ -96,7 +96,14 @@ def main() -> int:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--from-json", nargs="+", metavar="FILE",
+                    help="train nothing: write the table from results saved by earlier --json runs")
     a = ap.parse_args()
+    if a.from_json:
+        rows = [r for f in a.from_json for r in json.loads(Path(f).read_text())]
+        Path(a.out).write_text(table(rows, False))
+        print(f"wrote {a.out}")
+        return 0
     torch.set_num_threads(1)
     only = set(a.only) if a.only else None
     rows = []

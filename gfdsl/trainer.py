@@ -312,18 +312,18 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         if "rng.cuda" in tensors and device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         start = int(meta["step"])
+    shard = batch // ranks.world
     if ranks.enabled:  # each rank its own noise stream (rank 0 keeps the single-process one)
         if ranks.rank:
             torch.manual_seed(seed + 7919 * ranks.rank + start)
         loss_fn_module = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=_some_params_unused(model, train_x[:shard_of(batch, ranks)]))
+            model, find_unused_parameters=_some_params_unused(model, train_x[:shard]))
     else:
         loss_fn_module = model.loss
     if resume and ranks.main:
         _truncate_metrics(out / "metrics.jsonl", start)  # lines after the checkpoint are redone
     warm = s["warmup"]
     loss_fn = torch.compile(loss_fn_module) if compiled_loss else loss_fn_module
-    shard = batch // ranks.world
     log_every = opts.log_every or max(1, min(500, steps // 50))
     ckpt_every = s["checkpoint_every"]
     labels = _health_labels(model, c)
@@ -430,10 +430,6 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     }
     _write_json(out / "summary.json", summary)
     return summary
-
-
-def shard_of(batch: int, ranks) -> int:
-    return batch // ranks.world
 
 
 def _some_params_unused(model, x: torch.Tensor) -> bool:
