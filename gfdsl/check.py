@@ -106,7 +106,6 @@ class Checker:
         self.out = CheckedSpec(source, model.name)
         self.scope = Scope(dims={})
         self.families: dict[str, dict] = {}  # state family -> {range, decl}
-        self.net_decls: dict[str, ast.NetDecl] = {}
         self.kernel_entries: dict = {}  # kernel id -> (Entry, validated args)
         self.duplicates: set[Span] = set()  # name spans of second definitions (skipped)
 
@@ -171,7 +170,6 @@ class Checker:
                 self.scope.states.add(it.name)
             elif isinstance(it, ast.NetDecl):
                 declare(it.name, it.name_span)
-                self.net_decls[it.name] = it
                 self.scope.nets[it.name] = None  # range filled in by _net
 
     def _singletons(self, items) -> dict:

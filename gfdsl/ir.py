@@ -111,7 +111,7 @@ def validate(g: nx.DiGraph, source) -> None:
             hint="the data state is where forward trajectories end; remove the step or move `data`")
     if src is not None and data is not None:
         if not nx.has_path(steps, src, data):
-            err("E502", _node_span(g, data), data=data, start=src)
+            err("E502", g.nodes[data]["span"], data=data, start=src)
         else:
             on_path = nx.descendants(steps, src) & nx.ancestors(steps, data) | {src, data}
             for n in sorted(set(g.nodes) - on_path, key=_order_key(g)):
@@ -125,10 +125,6 @@ def validate(g: nx.DiGraph, source) -> None:
             err("E506", d["span"], ctx=a, state=b)
     if diags:
         raise GfdslError(diags)
-
-
-def _node_span(g, n):
-    return g.nodes[n]["span"]
 
 
 def _order_key(g):

@@ -68,6 +68,6 @@ def _conv_facts(a: ConvArgs):
 REGISTRY.add(Entry("mlp", "net", MLPArgs, "multi-layer perceptron, optional sinusoidal time embedding",
                    info={"facts": _mlp_facts}))
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
-                   info={"facts": _made_facts, "autoregressive": True}))
+                   info={"facts": _made_facts}))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",
                    info={"facts": _conv_facts}))
