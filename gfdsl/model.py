@@ -92,7 +92,7 @@ class GfnModel(nn.Module):
     def source_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.prior is None:
             return torch.zeros(x.shape[0], device=x.device)
-        return self.prior.dist(x.shape[0]).log_prob(x)
+        return self.prior.log_prob(x)
 
     def sample(self, n: int) -> Trajectory:
         """Roll P_F forward from the source: (T + 1) states, log P_F and log P_B (T, n)."""
@@ -124,13 +124,16 @@ class GfnModel(nn.Module):
         states[-1] = x
         log_pb: list[torch.Tensor | None] = [None] * T
         log_pf_bij: dict[int, torch.Tensor] = {}
+        zero = None
         for j in range(T - 1, -1, -1):
             s = self.plan.steps[j]
             i = self._pos(s, n)
             if s.bwd is None:
                 xs, ld = self.kernels[s.fwd].inverse_map(states[s.dst], i)
                 log_pf_bij[j] = ld  # = -log|det J_f(xs)|
-                log_pb[j] = torch.zeros(n, device=x.device)
+                if zero is None:
+                    zero = torch.zeros(n, device=x.device)
+                log_pb[j] = zero  # a Dirac: log P_B = 0
             else:
                 d = self.kernels[s.bwd].dist(states[s.dst], i)
                 xs = d.rsample() if rsample and d.has_rsample else d.sample()

@@ -256,3 +256,13 @@ def test_reward_terms_against_hand_values():
     expected = ((0.5 - 2.3 + 2.0) ** 2 + (0.5 - 3.35 + 3.0) ** 2) / 2
     assert math.isclose(float(trajectory_balance(t, log_Z, log_r)), expected, rel_tol=1e-6)
     assert math.isclose(float(reverse_kl(t, log_r)), ((-2.3 + 2.0) + (-3.35 + 3.0)) / 2, rel_tol=1e-6)
+
+
+def test_prior_log_prob_matches_torch():
+    from gfdsl.runtime.kernels import Prior
+
+    p = Prior("normal", {"mean": 0.5, "std": 2.0}, 3, "real", 2)
+    x = torch.randn(4, 3)
+    ref = torch.distributions.Normal(0.5, 2.0).log_prob(x).sum(1)
+    assert torch.allclose(p.log_prob(x), ref, atol=1e-6)
+    assert torch.allclose(p.log_prob(x), p.dist(4).log_prob(x), atol=1e-6)
