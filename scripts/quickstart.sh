@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+PY=${PYTHON:-python3}
+gfdsl() { "$PY" -m gfdsl "$@"; }  # works whether or not pip's script folder is on PATH
 out=${GFDSL_QUICKSTART_OUT:-runs/ddpm}
 if [ -e "$out" ]; then out="$out-$(date +%Y%m%d-%H%M%S)"; fi
 gfdsl check specs/*.gfn
