@@ -14,23 +14,11 @@ import torch
 from gfdsl.driver import check_source
 from gfdsl.lower import lower
 from gfdsl.model import Trajectory
+from tests.test_runtime import TINY_LATENT
 
-SPEC = """
-model tiny_mle_gfn {
-  state z : binary[2]
-  state x : binary[3]
-  source z ~ bernoulli(p = 0.3)
-  data x
-  net dec = mlp(in = 2, out = 3, hidden = [8])
-  net enc = mlp(in = 3, out = 2, hidden = [8])
-  step z -> x {
-    forward  = bernoulli(net = dec)
-    backward = bernoulli(net = enc)
-  }
-  dataset = file(path = "bits.npy")
-  objective = elbo + tbc(k = 2)
-}
-"""
+# the two-layer binary model of tests/test_runtime.py, trained by ELBO for P_F and TBC for P_B
+SPEC = TINY_LATENT.replace('objective = elbo(train = "both")', "objective = elbo + tbc(k = 2)")
+assert "tbc(k = 2)" in SPEC
 
 
 def test_tbc_gradient_is_four_times_the_kl_gradient():
