@@ -158,42 +158,39 @@ class GfnModel(nn.Module):
                 for j in group:
                     out[j] = lp[self.plan.steps[j].pos]
                 continue
-            if len(group) == 1 or any(states[self.plan.steps[j].src].shape != states[s0.src].shape for j in group):
-                for j in group:  # shapes differ (prefixes): one call per step
-                    s = self.plan.steps[j]
-                    out[j] = k.dist(states[s.src], self._pos(s, n), self._ctx(s, states)).log_prob(states[s.dst])
-                continue
-            # one batched call for every step of the group: (len(group) * n, ...)
-            xs = torch.cat([states[self.plan.steps[j].src] for j in group])
-            ys = torch.cat([states[self.plan.steps[j].dst] for j in group])
-            ii = torch.cat([self._pos(self.plan.steps[j], n) for j in group])
-            ctx = torch.cat([self._ctx(self.plan.steps[j], states) for j in group]) if s0.ctx else None
-            lp = k.dist(xs, ii, ctx).log_prob(ys).view(len(group), n)
-            for r, j in enumerate(group):
-                out[j] = lp[r]
+            self._score(k, group, states, n, "src", "dst", out)
         return torch.stack(out)
 
     def _backward_log_probs(self, states, n) -> torch.Tensor:
         out: list[torch.Tensor | None] = [None] * len(self.plan.steps)
         for group in self.plan.bwd_groups:
-            s0 = self.plan.steps[group[0]]
-            if s0.bwd is None:
+            if self.plan.steps[group[0]].bwd is None:  # inverse of a bijection: a Dirac
                 for j in group:
                     out[j] = torch.zeros(n, device=self.device)
                 continue
-            k = self.kernels[s0.bwd]
-            if len(group) == 1 or any(states[self.plan.steps[j].dst].shape != states[s0.dst].shape for j in group):
-                for j in group:
-                    s = self.plan.steps[j]
-                    out[j] = k.dist(states[s.dst], self._pos(s, n)).log_prob(states[s.src])
-                continue
-            ys = torch.cat([states[self.plan.steps[j].dst] for j in group])
-            xs = torch.cat([states[self.plan.steps[j].src] for j in group])
-            ii = torch.cat([self._pos(self.plan.steps[j], n) for j in group])
-            lp = k.dist(ys, ii).log_prob(xs).view(len(group), n)
-            for r, j in enumerate(group):
-                out[j] = lp[r]
+            self._score(self.kernels[self.plan.steps[group[0]].bwd], group, states, n, "dst", "src", out)
         return torch.stack(out)
+
+    def _score(self, k, group, states, n, reads: str, scores: str, out: list) -> None:
+        """log-probabilities of a group of steps sharing kernel k into out[j] (n,): the
+        kernel reads state `reads` of each step (src for P_F, dst for P_B) and scores state
+        `scores`. One batched call of len(group) * n rows when the states' shapes agree;
+        one call per step otherwise (prefixes of different lengths). Context inputs feed
+        forward kernels only."""
+        steps = [self.plan.steps[j] for j in group]
+        ctx = (lambda s: self._ctx(s, states)) if reads == "src" else (lambda s: None)
+        if len(steps) == 1 or any(states[getattr(s, reads)].shape != states[getattr(steps[0], reads)].shape
+                                  for s in steps):
+            for j, s in zip(group, steps):
+                out[j] = k.dist(states[getattr(s, reads)], self._pos(s, n), ctx(s)).log_prob(states[getattr(s, scores)])
+            return
+        xs = torch.cat([states[getattr(s, reads)] for s in steps])
+        ys = torch.cat([states[getattr(s, scores)] for s in steps])
+        ii = torch.cat([self._pos(s, n) for s in steps])
+        cs = torch.cat([ctx(s) for s in steps]) if reads == "src" and steps[0].ctx else None
+        lp = k.dist(xs, ii, cs).log_prob(ys).view(len(steps), n)
+        for r, j in enumerate(group):
+            out[j] = lp[r]
 
     # -- likelihood and loss ----------------------------------------------------------------
 
