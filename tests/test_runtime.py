@@ -173,12 +173,18 @@ model tiny_latent {
 """
 
 
-def test_autoregressive_likelihood_is_exact_and_normalised():
+def random_model(text: str):
+    """Lower a spec given as text, its parameters moved well away from initialisation."""
     torch.manual_seed(0)
-    c = check_source(TINY_AR)
+    c = check_source(text)
     m = lower(c.graph, c.source)
     for p in m.parameters():
         p.data.add_(torch.randn_like(p))
+    return m
+
+
+def test_autoregressive_likelihood_is_exact_and_normalised():
+    m = random_model(TINY_AR)
     xs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))
     ll = m.log_likelihood(xs, k=10)  # exact: k is ignored
     assert m.exact

@@ -11,10 +11,8 @@ import itertools
 
 import torch
 
-from gfdsl.driver import check_source
-from gfdsl.lower import lower
 from gfdsl.model import Trajectory
-from tests.test_runtime import TINY_LATENT
+from tests.test_runtime import TINY_LATENT, random_model
 
 # the two-layer binary model of tests/test_runtime.py, trained by ELBO for P_F and TBC for P_B
 SPEC = TINY_LATENT.replace('objective = elbo(train = "both")', "objective = elbo + tbc(k = 2)")
@@ -22,11 +20,7 @@ assert "tbc(k = 2)" in SPEC
 
 
 def test_tbc_gradient_is_four_times_the_kl_gradient():
-    torch.manual_seed(0)
-    c = check_source(SPEC)
-    m = lower(c.graph, c.source)
-    for p in m.parameters():
-        p.data.add_(torch.randn_like(p))
+    m = random_model(SPEC)
     enc_params = list(m.kernels["step1:backward"].parameters())
     x = torch.tensor([[1.0, 0.0, 1.0]])
     zs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)))  # the 4 latent values
