@@ -219,9 +219,33 @@ class TrainBlock:
     span: Span = field(compare=False)
 
 
+@dataclass(frozen=True)
+class ActionDecl:
+    """`action inc[i in 0..D - 1] = increment(coord = i)`: one action, or a family."""
+
+    name: str
+    range: IndexRange | None
+    call: Call
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class RewardDecl:
+    call: Call
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class PolicyDecl:
+    direction: str  # "forward" | "backward"
+    call: Call
+    span: Span = field(compare=False)
+
+
 Item = Union[
     DimsBlock, ScheduleDecl, StateDecl, SourceDecl, DataStateDecl, NetDecl, StepDecl,
-    DatasetDecl, ObjectiveDecl, TrainBlock,
+    DatasetDecl, ObjectiveDecl, TrainBlock, ActionDecl, RewardDecl, PolicyDecl,
 ]
 
 

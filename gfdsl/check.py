@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from gfdsl import ast
+from gfdsl.check_reward import RewardChecks
 from gfdsl.errors import Diagnostic, GfdslError, diag, did_you_mean
 from gfdsl.evaluate import Bad, Evaluator, Scope, uses_var
-from gfdsl.library import REGISTRY
+from gfdsl.library import REGISTRY, Ref
 from gfdsl.library.registry import VALUE_TYPES, KernelUse, NetFacts, StateType
-from gfdsl.settings import TrainSettings
+from gfdsl.settings import RewardTrainSettings, TrainSettings
 from gfdsl.source import NO_SPAN, Source, Span
 
 MAX_STATES = 100_000  # unrolled states in one model
@@ -90,13 +91,18 @@ class CheckedSpec:
     train: dict = field(default_factory=dict)
     source_node: str | None = None
     data_node: str | None = None
+    kind: str = "data"  # data | reward (gfdsl.check_reward)
+    reward: dict | None = None  # {entry, args, span}
+    policies: dict = field(default_factory=dict)  # forward/backward -> {entry, args, learned, span}
+    actions: list = field(default_factory=list)  # [{id, entry, args, span}], moves then exit
+    space: dict | None = None  # facts of the discrete space (sizes, encoding, moves)
 
 
 def node_id(family: str, index: int | None) -> str:
     return family if index is None else f"{family}[{index}]"
 
 
-class Checker:
+class Checker(RewardChecks):
     def __init__(self, source: Source, model: ast.Model, overrides: dict[str, int] | None = None):
         self.src = source
         self.model = model
@@ -128,7 +134,19 @@ class Checker:
             for it in items:
                 if isinstance(it, kind) and it.name_span not in self.duplicates:
                     check(it)
-        singles = self._singletons(items)
+        reward_model = any(isinstance(i, (ast.ActionDecl, ast.RewardDecl, ast.PolicyDecl)) for i in items)
+        singles = self._singletons(items, reward_model)
+        if reward_model:
+            self._reward_model(items, singles)
+            if self.diags:
+                raise GfdslError(_dedupe(self.diags))
+            return self.out
+        for n in self.out.nodes.values():
+            if n.type.discrete_space:
+                self.error("E612", n.span, what=f"the space type {n.type.dtype}", kind="reward-driven",
+                           why="has no actions", hint="data-trained states are real, binary or cat; declare "
+                                                      "`action`s, a `reward` and `policy`s for a reward-driven model")
+                break
         if "source" in singles:
             self._source(singles["source"])
         if "data" in singles:
@@ -171,10 +189,12 @@ class Checker:
             elif isinstance(it, ast.NetDecl):
                 declare(it.name, it.name_span)
                 self.scope.nets[it.name] = None  # range filled in by _net
+            elif isinstance(it, ast.ActionDecl):
+                declare(it.name, it.name_span)
 
-    def _singletons(self, items) -> dict:
+    def _singletons(self, items, reward_model: bool = False) -> dict:
         kinds = {ast.SourceDecl: "source", ast.DataStateDecl: "data", ast.DatasetDecl: "dataset",
-                 ast.ObjectiveDecl: "objective", ast.TrainBlock: "train"}
+                 ast.ObjectiveDecl: "objective", ast.TrainBlock: "train", ast.RewardDecl: "reward"}
         found: dict = {}
         for it in items:
             k = kinds.get(type(it))
@@ -184,6 +204,8 @@ class Checker:
                 self.error("E207", it.span, name=k)
             else:
                 found[k] = it
+        if reward_model:  # gfdsl.check_reward says what such a model must have
+            return found
         examples = {"source": ("source state", "`source x ~ normal()`"),
                     "data": ("data state", "`data x`"),
                     "dataset": ("dataset", '`dataset = toy2d(name = "moons")`'),
@@ -325,6 +347,10 @@ class Checker:
                        hint="write `cat(K)[...]` with K classes" if t.name == "cat" else f"write `{t.name}[...]`")
             raise Bad()
         params = tuple(self.ev.integer(p, scope, "a type parameter") for p in t.params)
+        if t.name == "seq" and params[0] < 1:
+            self.error("E401", t.params[0].span, what="the vocabulary size", value=params[0],
+                       hint="seq(V)[L] has V tokens")
+            raise Bad()
         if t.name == "cat" and params[0] < 2:
             self.error("E401", t.params[0].span, what="the number of classes", value=params[0],
                        hint="a categorical needs at least 2 classes")
@@ -572,10 +598,10 @@ class Checker:
             self.error("E404", d.call.span, dataset=entry.name, got=got, state=self.out.data_node, need=need,
                        hint=hint)
 
-    def _objective(self, d: ast.ObjectiveDecl) -> None:
+    def _objective(self, d: ast.ObjectiveDecl, refs: bool = False) -> None:
         terms: list[dict] = []
         try:
-            self._terms(d.expr, 1.0, terms)
+            self._terms(d.expr, 1.0, terms, refs)
         except Bad:
             return
         if not terms:
@@ -583,19 +609,20 @@ class Checker:
             return
         self.out.objective = terms
 
-    def _terms(self, e: ast.Expr, coef: float, out: list) -> None:
+    def _terms(self, e: ast.Expr, coef: float, out: list, refs: bool = False) -> None:
         """Flatten a linear combination of objective terms into [{coef, term, args}]."""
         if isinstance(e, ast.Name) and e.name not in self.scope.dims:
             e = ast.Call(e.name, (), e.span, e.span)
         if isinstance(e, ast.Call):
-            entry, args = self._call_args(e, "objective", self.scope, refs=False)
-            out.append(dict(coef=coef, term=entry.name, args=args.model_dump(by_alias=True), span=e.span))
+            entry, args = self._call_args(e, "objective", self.scope, refs=refs)
+            a = {k: (str(v) if isinstance(v, Ref) else v) for k, v in args.model_dump(by_alias=True).items()}
+            out.append(dict(coef=coef, term=entry.name, args=a, span=e.span))
             return
         if isinstance(e, ast.Neg):
-            return self._terms(e.operand, -coef, out)
+            return self._terms(e.operand, -coef, out, refs)
         if isinstance(e, ast.BinOp) and e.op in "+-":
-            self._terms(e.left, coef, out)
-            return self._terms(e.right, coef if e.op == "+" else -coef, out)
+            self._terms(e.left, coef, out, refs)
+            return self._terms(e.right, coef if e.op == "+" else -coef, out, refs)
         if isinstance(e, ast.BinOp) and e.op in ("*", "/"):
             lc, rc = _has_term(e.left, self.scope), _has_term(e.right, self.scope)
             if lc and rc:
@@ -611,14 +638,14 @@ class Checker:
                     self.error("E305", e.span, why="division by zero", hint="")
                     raise Bad()
                 c = 1 / c
-            return self._terms(term_e, coef * c, out)
+            return self._terms(term_e, coef * c, out, refs)
         if isinstance(e, (ast.Num, ast.Name)) or (isinstance(e, ast.BinOp) and not _has_term(e, self.scope)):
             self.error("E608", e.span, why="but this part is a constant")
             raise Bad()
         self.error("E608", e.span, why=f"and '{_op(e)}' cannot combine terms")
         raise Bad()
 
-    def _train(self, block: ast.TrainBlock | None) -> None:
+    def _train(self, block: ast.TrainBlock | None, reward: bool = False) -> None:
         values, spans = {}, {}
         for a in block.assigns if block else ():
             if a.name in spans:
@@ -630,7 +657,7 @@ class Checker:
             except Bad:
                 pass
         try:
-            self.out.train = self._validate(TrainSettings, values, spans, "train",
+            self.out.train = self._validate(RewardTrainSettings if reward else TrainSettings, values, spans, "train",
                                             block.span if block else self.model.name_span).model_dump()
         except Bad:
             pass

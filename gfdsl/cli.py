@@ -170,6 +170,12 @@ def cmd_check(a) -> int:
             continue
         if not a.quiet:
             g = c.graph
+            if g.graph["kind"] == "reward":
+                sp = g.graph["space"]
+                learned = sum(1 for p in g.graph["policies"].values() if p["learned"])
+                print(f"ok  {path}: model {g.graph['name']}, reward-driven over {sp['n_states']:,} states, "
+                      f"{sp['n_moves']} actions + exit, {learned} learned polic{'y' if learned == 1 else 'ies'}")
+                continue
             steps = sum(1 for *_, d in g.edges(data=True) if d["kind"] == "step")
             learned = sum(1 for k in g.graph["kernels"].values() if k["learned"])
             print(f"ok  {path}: model {g.graph['name']}, {g.number_of_nodes()} states, {steps} steps, "
@@ -266,6 +272,16 @@ def cmd_run(a) -> int:
               file=sys.stderr)
         return 130
     if not s:  # a rank other than 0: rank 0 reports
+        return 0
+    out = a.resume or opts.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
+    if s.get("reward") is not None:
+        what = (f"exact L1 {s['exact_l1']:.4g}, |log Z - true| "
+                + ("n/a (no log Z in this parametrisation)" if s["log_z_error"] is None else f"{s['log_z_error']:.4g}")
+                if s["evaluation"] == "exact" else
+                f"mean log R {s['mean_log_reward']:.3f} over {s['n_samples']} samples ({s['distinct']} distinct)")
+        print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
+              + what)
+        print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png}")
         return 0
     est = s["nll_estimator"]
     est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"

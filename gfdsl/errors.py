@@ -52,6 +52,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E407": ("{what} is {value}, above the limit of {limit}", "{hint}"),
     "E408": ("the range {range} is empty", "ranges are inclusive: `a..b` needs a <= b"),
     "E409": ("prior {prior}() cannot produce {type}", "{hint}"),
+    "E410": ("{what} needs {need}, but the state {state} is {type}", "{hint}"),
+    "E411": ("{arg} = {value} is outside the {what} of {state} ({range})", "{hint}"),
     # -- graph structure -----------------------------------------------------------
     "E501": ("the steps form a cycle: {cycle}", "a GFlowNet is a DAG; remove or reverse one step"),
     "E502": ("the data state {data} cannot be reached from the source {start}", "add steps that lead from the source to the data"),
@@ -61,6 +63,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E506": ("context {ctx} is not an ancestor of {state}", "a step may only be given states that come before it"),
     "E507": ("{message}", "{hint}"),
     "E508": ("the {direction} kernel is given twice", "keep one `{direction} = ...`"),
+    "E509": ("action {name} does the same as action {other}", "two actions with one effect make a multigraph; remove one"),
+    "E510": ("a reward-driven model has exactly one state, {why}", "{hint}"),
     # -- capabilities ----------------------------------------------------------------
     "E601": ("inverse() needs a bijective forward kernel, but {kernel}() is not bijective", "{hint}"),
     "E602": ("objective {objective}() needs a learned backward policy, but {why}", "{hint}"),
@@ -72,6 +76,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E609": ("{policy} is learned, but no objective term trains it", "{hint}"),
     "E610": ("the source {state} ({type}) needs a prior", "write `source {state} ~ normal()` (or another prior)"),
     "E611": ("objective {objective}() needs a reward R(x), but this model is trained from data", "{hint}"),
+    "E612": ("{what} belongs to {kind} models, but this model {why}", "{hint}"),
     "E608": ("the objective must be a weighted sum of terms, {why}", "write e.g. `elbo + 0.25 * tbc(k = 2)`"),
     # -- files and usage ---------------------------------------------------------------
     "E701": ("cannot read {path}: {why}", "check the path"),

@@ -227,4 +227,10 @@ def _item(it) -> str:
         return f"dataset = {call(it.call)}"
     if isinstance(it, ast.ObjectiveDecl):
         return f"objective = {expr(it.expr)}"
+    if isinstance(it, ast.ActionDecl):
+        return f"action {it.name}{'[' + rng(it.range) + ']' if it.range else ''} = {call(it.call)}"
+    if isinstance(it, ast.RewardDecl):
+        return f"reward = {call(it.call)}"
+    if isinstance(it, ast.PolicyDecl):
+        return f"policy {it.direction.ljust(8)} = {call(it.call)}"
     raise AssertionError(type(it))

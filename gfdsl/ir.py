@@ -12,9 +12,12 @@ Graph attributes:      name, dims, schedules, nets, kernels, transitions, object
 entering step per state, context edges from ancestors); `dump()` is the canonical,
 sorted text behind `gfdsl compile --dump ir`.
 
-Branching DAGs (reward-driven GFlowNets over grids, sets, sequences) fit the same shape
-at the level of state families: a node per family with action-valued step edges; the
-unrolled form here is the special case where each state has one entering step.
+Reward-driven models (kind "reward": grids, sets, sequences) are branching DAGs over a
+state space too large to unroll. Their IR is at the level of the space: a node for the
+state (role "space") and one for the terminal object x (role "terminal"), a self-loop
+`move` edge carrying the actions (each with its derived inverse) and an `exit` edge.
+Graph attributes add kind, actions, reward, policies and space (sizes, encoding width,
+number of moves, longest trajectory, whether exact evaluation enumerates it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from gfdsl.source import Span
 def build(spec: CheckedSpec) -> nx.DiGraph:
     """CheckedSpec -> SpecGraph (a networkx DiGraph with plain attributes)."""
     g = nx.DiGraph()
+    if spec.kind == "reward":
+        return _build_reward(spec, g)
     g.graph.update(
+        kind="data",
         name=spec.name,
         dims=dict(spec.dims),
         schedules={n: dict(entry=v["entry"], args=v["args"], span=v["span"].as_tuple())
@@ -68,6 +74,37 @@ def build(spec: CheckedSpec) -> nx.DiGraph:
     return g
 
 
+INVERSE = {"increment": "decrement", "add": "remove", "append": "drop last", "prepend": "drop first"}
+
+
+def _build_reward(spec: CheckedSpec, g: nx.DiGraph) -> nx.DiGraph:
+    sp = spec.space
+    g.graph.update(
+        kind="reward", name=spec.name, dims=dict(spec.dims),
+        nets={n: dict(entry=v["entry"], args=v["args"], family=v["family"], span=v["span"].as_tuple())
+              for n, v in spec.nets.items()},
+        actions=[dict(id=a["id"], entry=a["entry"], args=a["args"], inverse=INVERSE.get(a["entry"]),
+                      span=a["span"].as_tuple()) for a in spec.actions],
+        reward=dict(entry=spec.reward["entry"], args=spec.reward["args"], span=spec.reward["span"].as_tuple()),
+        policies={d: dict(entry=p["entry"], args=p["args"], learned=p["learned"], span=p["span"].as_tuple())
+                  for d, p in spec.policies.items()},
+        space=dict(sp),
+        objective=[dict(coef=t["coef"], term=t["term"], args=t["args"], span=t["span"].as_tuple())
+                   for t in spec.objective],
+        train=dict(spec.train), dataset=None, source=sp["state"], data="x",
+        schedules={}, kernels={}, transitions={},
+    )
+    n = spec.nodes[sp["state"]]
+    attrs = dict(family=n.family, index=None, dtype=n.type.dtype, params=list(n.type.params),
+                 shape=list(n.type.shape), prior=None, span=n.span.as_tuple())
+    g.add_node(n.id, role="space", **attrs)
+    g.add_node("x", **{**attrs, "family": "x", "role": "terminal"})
+    g.add_edge(n.id, n.id, kind="move", actions=[a["id"] for a in spec.actions[:-1]], span=n.span.as_tuple())
+    ex = spec.actions[-1]
+    g.add_edge(n.id, "x", kind="exit", actions=[ex["id"]], when=ex["args"]["when"], span=ex["span"].as_tuple())
+    return g
+
+
 def _span(t) -> Span:
     return Span(*t) if t else Span(1, 1, 1, 1)
 
@@ -80,6 +117,8 @@ def steps_view(g: nx.DiGraph) -> nx.DiGraph:
 def validate(g: nx.DiGraph, source) -> None:
     """Structural checks on the unrolled DAG; raises GfdslError with every problem."""
     diags = []
+    if g.graph.get("kind") == "reward":
+        return  # acyclic by construction (gfdsl.check_reward): every move raises a level
 
     def err(code, span, **kw):
         diags.append(diag(code, source, _span(span), **kw))
@@ -153,6 +192,8 @@ def dump(g: nx.DiGraph) -> str:
     G = g.graph
     out = [f"model {G['name']}"]
     out.append("dims " + _fmt(G["dims"]))
+    if G.get("kind") == "reward":
+        return _dump_reward(g, out)
     out.append(f"source {G['source']}")
     out.append(f"data {G['data']}")
     if G["dataset"]:
@@ -184,6 +225,33 @@ def dump(g: nx.DiGraph) -> str:
             out.append(f"edge {a} -> {b} step {d['transition']}{bind} F={d['forward']} B={d['backward']}")
         else:
             out.append(f"edge {a} -> {b} context {d['transition']}{bind}")
+    for t in G["objective"]:
+        out.append(f"objective {t['coef']:g} * {t['term']} {_fmt(t['args'])}")
+    out.append("train " + _fmt(G["train"]))
+    return "\n".join(out) + "\n"
+
+
+def _dump_reward(g: nx.DiGraph, out: list[str]) -> str:
+    G = g.graph
+    out.append("kind reward")
+    out.append("space " + _fmt(G["space"]))
+    for name in sorted(G["nets"], key=natural):
+        s = G["nets"][name]
+        out.append(f"net {name} = {s['entry']} {_fmt(s['args'])}")
+    for a in G["actions"]:
+        inv = f" inverse={a['inverse']}" if a["inverse"] else ""
+        out.append(f"action {a['id']} = {a['entry']} {_fmt(a['args'])}{inv}")
+    out.append(f"reward {G['reward']['entry']} {_fmt(G['reward']['args'])}")
+    for d in ("forward", "backward"):
+        p = G["policies"][d]
+        out.append(f"policy {d} = {p['entry']} {_fmt(p['args'])} {'learned' if p['learned'] else 'fixed'}")
+    for n in sorted(g.nodes):
+        d = g.nodes[n]
+        out.append(f"node {n} {d['dtype']}({','.join(map(str, d['params']))})[{','.join(map(str, d['shape']))}]"
+                   f" {d['role']}")
+    for a, b in sorted(g.edges):
+        d = g.edges[a, b]
+        out.append(f"edge {a} -> {b} {d['kind']} {','.join(d['actions'])}")
     for t in G["objective"]:
         out.append(f"objective {t['coef']:g} * {t['term']} {_fmt(t['args'])}")
     out.append("train " + _fmt(G["train"]))

@@ -40,6 +40,10 @@ def chain(g: nx.DiGraph) -> list[str]:
 
 def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
     G = g.graph
+    if G.get("kind") == "reward":
+        from gfdsl.reward_model import lower_reward
+
+        return lower_reward(g, source)
     nodes = g.nodes
     schedules = nn.ModuleDict({n: Schedule(s["entry"], s["args"]) for n, s in G["schedules"].items()})
     nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})

@@ -178,6 +178,15 @@ class _ToAst(Transformer_NonRecursive):
     def objective_decl(self, meta, c):
         return ast.ObjectiveDecl(c[0], span_of(meta))
 
+    def action_decl(self, meta, c):
+        return ast.ActionDecl(str(c[0]), c[1], c[2], span_of(meta), span_of(c[0]))
+
+    def reward_decl(self, meta, c):
+        return ast.RewardDecl(c[0], span_of(meta))
+
+    def policy_decl(self, meta, c):
+        return ast.PolicyDecl(str(c[0]), c[1], span_of(meta))
+
     def model(self, meta, c):
         return ast.Model(str(c[0]), tuple(c[1:]), span_of(meta), span_of(c[0]))
 

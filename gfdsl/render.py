@@ -65,9 +65,63 @@ def _edge_style(k: dict, direction: str) -> dict:
     }
 
 
+def _reward_spec(g: nx.DiGraph) -> dict:
+    """A reward-driven model: the start state, the space with its actions as a loop
+    (P_F along them, P_B along their derived inverses), exit to the object x, R(x)."""
+    G = g.graph
+    sp = G["space"]
+    node = g.nodes[sp["state"]]
+    start = {"int": f"all {sp['params'][0]}" if sp["dtype"] == "int" else "", "set": "empty set",
+             "seq": "empty sequence"}[sp["dtype"]]
+    moves = [a for a in G["actions"] if a["entry"] != "exit"]
+    ex = G["actions"][-1]
+
+    def acts(inverse: bool) -> str:
+        by: dict = {}
+        for a in moves:
+            fam = a["id"].split("[")[0]
+            by.setdefault(fam, []).append(a)
+        parts = []
+        for fam, items in by.items():
+            e = items[0]["inverse"] if inverse else items[0]["entry"]
+            parts.append(f"{fam}: {e}" + (f" ×{len(items)}" if len(items) > 1 else ""))
+        return "\n".join(parts)
+
+    pf, pb = G["policies"]["forward"], G["policies"]["backward"]
+
+    def pol(p: dict) -> str:
+        return p["entry"] + (f" · {p['args']['net']}" if "net" in p["args"] else "")
+
+    def style(p: dict, direction: str) -> dict:
+        return _edge_style({"learned": p["learned"], "entry": p["entry"]}, direction)
+
+    nodes = [
+        dict(id="s0", label=f"start\n{start}", attrs={"shape": "ellipse", "peripheries": "2"}),
+        dict(id=sp["state"], label=f"{sp['state']}\n{_type(node)}\n{sp['n_states']:,} states",
+             attrs={"shape": "ellipse"}),
+        dict(id="x", label=f"x\nexit {ex['args']['when']}", attrs={"shape": "ellipse", "style": "filled",
+                                                                     "fillcolor": "#d9d9d9"}),
+        dict(id="R", label=f"R(x) = {G['reward']['entry']}", attrs={"shape": "box", "style": "rounded"}),
+    ]
+    edges = [
+        dict(src="s0", dst=sp["state"], label="", attrs={"style": "dotted", "arrowhead": "none"}),
+        dict(src=sp["state"], dst=sp["state"], label=f"P_F: {pol(pf)}\n{acts(False)}",
+             attrs={**style(pf, "forward"), "tailport": "ne", "headport": "se"}),
+        dict(src=sp["state"], dst=sp["state"], label=f"P_B: {pol(pb)}\n{acts(True)}",
+             attrs={**style(pb, "backward"), "dir": "back", "tailport": "sw", "headport": "nw"}),
+        dict(src=sp["state"], dst="x", label=f"{ex['id']}: exit", attrs=style(pf, "forward")),
+        dict(src="x", dst="R", label="", attrs={"style": "dotted", "arrowhead": "none"}),
+    ]
+    objective = " + ".join(f"{t['coef']:g} * {t['term']}" if t["coef"] != 1 else t["term"] for t in G["objective"])
+    return dict(name=G["name"], title=f"{G['name']}   objective: {objective}", legend=LEGEND, nodes=nodes,
+                edges=edges, plates=[])
+
+
 def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
     """A plain dict describing the diagram (nodes, edges, plates); deterministic."""
     G = g.graph
+    if G.get("kind") == "reward":
+        return _reward_spec(g)
     kernels = G["kernels"]
     by_tid: dict[str, list] = {}
     for a, b, d in g.edges(data=True):

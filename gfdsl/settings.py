@@ -23,3 +23,20 @@ class TrainSettings(Args):
     warmup: NonNegInt = Field(default=0, description="linear learning-rate warm-up steps")
     eval_k: PosInt = Field(default=100, le=100_000, description="backward trajectories per point in eval")
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
+
+
+class RewardTrainSettings(TrainSettings):
+    """Training of reward-driven models: exploration and replay make training off-policy,
+    which the compiler sees here, statically (gfdsl.runtime.discrete recomputes the
+    log-probabilities of such trajectories under the current policy)."""
+
+    lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb)")
+    epsilon: float = Field(default=0.0, ge=0, le=1, description="epsilon-uniform exploration")
+    temperature: PosFloat = Field(default=1.0, le=1000.0, description="sample from softmax(logits / temperature)")
+    replay: NonNegInt = Field(default=0, le=10_000_000, description="replay buffer capacity (terminal states); 0 = none")
+    replay_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch drawn from the buffer")
+    eval_every: NonNegInt = Field(default=0, description="steps between exact evaluations logged to metrics.jsonl")
+
+    @property
+    def off_policy(self) -> bool:
+        return self.epsilon > 0 or self.temperature != 1.0 or self.replay > 0

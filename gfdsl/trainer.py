@@ -183,10 +183,14 @@ def _data(c: Compiled):
     from gfdsl.runtime.data import load
 
     g = c.graph
+    if g.graph["kind"] == "reward":  # no data: the loop's batch is B empty rows
+        return torch.zeros(1, 0), None
     return load(g.graph["dataset"], g.nodes[g.graph["data"]], Path(c.source.path).resolve().parent)
 
 
 def evaluate(model, test: torch.Tensor, k: int, n: int | None, seed: int) -> dict:
+    if test is None:  # a reward-driven model: exact where the space can be enumerated
+        return _evaluate_reward(model, seed)
     torch.manual_seed(seed + 1)
     x = test if n is None else test[:n]
     ll = model.log_likelihood(x.to(model.device), k=k)
@@ -199,8 +203,21 @@ def evaluate(model, test: torch.Tensor, k: int, n: int | None, seed: int) -> dic
 
 
 @torch.no_grad()
+def _evaluate_reward(model, seed: int, n: int = 10_000) -> dict:
+    """Exact L1 and log Z error where the space is enumerable; otherwise what samples
+    can tell: the mean log-reward of n samples and the number of distinct ones."""
+    if model.exact_ok:
+        return {"evaluation": "exact", **model.exact()}
+    torch.manual_seed(seed + 1)
+    x = model.sample(n).states[-1]
+    return {"evaluation": "sampled", "n_samples": n, "mean_log_reward": float(model.reward(x).mean()),
+            "distinct": int(torch.unique(x, dim=0).shape[0]), "log_z_model": model.log_z_model()}
+
+
+@torch.no_grad()
 def draw_samples(model, n: int) -> np.ndarray:
-    x = model.sample(n).states[-1].float().cpu().numpy()
+    x = model.sample(n).states[-1]
+    x = (x.cpu().numpy() if not x.is_floating_point() else x.float().cpu().numpy())  # discrete states stay ints
     return x.reshape(n, *model.data_shape) if model.data_shape else x
 
 
@@ -301,7 +318,15 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     train_x = train_x.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[s["optimizer"]]
-    opt = opt_cls(params, lr=lr, weight_decay=s["weight_decay"])
+    if G["kind"] == "reward":
+        from gfdsl.reward_model import param_groups
+
+        groups = param_groups(model, lr)
+    else:
+        groups = [{"params": params, "lr": lr}]
+    for g in groups:
+        g["base_lr"] = g["lr"]  # warm-up scales each group from its own rate
+    opt = opt_cls(groups, lr=lr, weight_decay=s["weight_decay"])
     gen = torch.Generator(device=device).manual_seed(seed)
     start = 0
     if tensors is not None:
@@ -325,6 +350,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     warm = s["warmup"]
     loss_fn = torch.compile(loss_fn_module) if compiled_loss else loss_fn_module
     log_every = opts.log_every or max(1, min(500, steps // 50))
+    eval_every = s.get("eval_every", 0) if G["kind"] == "reward" else 0
     ckpt_every = s["checkpoint_every"]
     labels = _health_labels(model, c)
     n_h = len(labels)
@@ -358,7 +384,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
             for step in range(start + 1, steps + 1):
                 if warm:
                     for g in opt.param_groups:
-                        g["lr"] = lr * min(1.0, step / warm)
+                        g["lr"] = g["base_lr"] * min(1.0, step / warm)
                 idx = torch.randint(0, train_x.shape[0], (batch,), device=device, generator=gen)
                 if ranks.enabled:  # every rank draws the global batch and takes its shard
                     idx = idx[ranks.rank * shard:(ranks.rank + 1) * shard]
@@ -393,6 +419,9 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
                         mf.write(json.dumps(rec) + "\n")
                         mf.flush()
                     bar.update(step, value, rec["steps_per_second"])
+                if eval_every and step % eval_every == 0 and mf is not None:  # exact, reward models
+                    mf.write(json.dumps({"step": step, "eval": _evaluate_reward(model, seed)}) + "\n")
+                    mf.flush()
                     acc = torch.zeros((), device=device)
                     acc_terms = {}
                     last_t, last_step = now, step
@@ -412,19 +441,28 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         return {}
     model.eval()
     ev = evaluate(model, test_x, eval_k, opts.eval_n, seed)
-    n_samples = opts.samples or (2000 if int(np.prod(model.data_shape)) <= 2 else 64)
+    reward = G["kind"] == "reward"
+    n_samples = opts.samples or (2000 if reward or int(np.prod(model.data_shape)) <= 2 else 64)
     torch.manual_seed(seed + 2)
     samples = draw_samples(model, n_samples)
     atomic_write(str(out / "samples.npy"), _npy_bytes(samples))
-    plot_samples(samples, test_x.cpu().numpy(), out / "samples.png",
-                 f"{G['name']}: {steps} steps, test NLL {ev['test_nll_nats']:.3f} nats")
+    if reward:
+        from gfdsl.plots import plot_reward
+
+        plot_reward(model, samples, out / "samples.png", f"{G['name']}: {steps} steps, " + (
+            f"exact L1 {ev['exact_l1']:.4f}" if ev["evaluation"] == "exact" else
+            f"mean log R {ev['mean_log_reward']:.3f}"))
+    else:
+        plot_samples(samples, test_x.cpu().numpy(), out / "samples.png",
+                     f"{G['name']}: {steps} steps, test NLL {ev['test_nll_nats']:.3f} nats")
     done = steps - start
     summary = {
         "spec": str(spec), "model": G["name"], "steps": steps, "batch": batch, "lr": lr, "seed": seed,
         "train_seconds": train_seconds, "steps_per_second": done / train_seconds if done else 0.0,
         "resumed_from_step": start if resume else None,
         **ev, "data": {"entry": G["dataset"]["entry"], "args": G["dataset"]["args"], "n_train": int(train_x.shape[0]),
-                       "n_test": int(test_x.shape[0])},
+                       "n_test": int(test_x.shape[0])} if not reward else None,
+        "reward": {"entry": G["reward"]["entry"], "args": G["reward"]["args"]} if reward else None,
         "device": str(device), "threads": threads, "nproc": ranks.world, "spec_hash": shash,
         "parameters": sum(p.numel() for p in params),
     }
@@ -475,6 +513,9 @@ def _health_labels(model, c: Compiled) -> list[str]:
     """What each entry of Objective.health stands for: the prior, then P_F and P_B of each
     step, as `kernel entry() at path:line:col (step a -> b)`."""
     G = c.graph.graph
+    if G["kind"] == "reward":
+        return [f"{pol} policy {G['policies'][d]['entry']}() at {c.source.path}:{G['policies'][d]['span'][0]}:"
+                f"{G['policies'][d]['span'][1]}" for pol, d in (("P_F", "forward"), ("P_B", "backward"))]
     names = model.plan.names
     out = [f"the prior of {G['source']}"]
     for direction in ("fwd", "bwd"):

@@ -4,4 +4,4 @@ This package is torch-free: it describes and checks; gfdsl's lowering builds the
 """
 
 from gfdsl.library.registry import REGISTRY, Entry, Ref  # noqa: F401
-from gfdsl.library import datasets, kernels, nets, objectives, schedules  # noqa: F401  (register)
+from gfdsl.library import datasets, discrete, kernels, nets, objectives, schedules  # noqa: F401  (register)

@@ -64,10 +64,9 @@ REGISTRY.add(Entry("tbc", O, TbcArgs, "trajectory-balance consistency regularise
                    info={"trains": lambda a: {"pb"} if a.train == "pb" else {"pf", "pb"}, "needs": "learned_pb"}))
 REGISTRY.add(Entry("mle", O, NoArgs, "exact maximum likelihood (one trajectory per data point)",
                    info={"trains": lambda a: {"pf"}, "needs": "exact"}))
-# tb and reverse_kl need a reward R(x) (reward-driven GFlowNets); a model trained from
-# data has none, so the checker refuses them there (E611) rather than guessing one.
-REGISTRY.add(Entry("tb", O, NoArgs, "trajectory balance with a learned log Z (needs a reward)",
-                   info={"trains": lambda a: {"pf", "pb"}, "needs": "reward"}))
+# reverse_kl needs a reward R(x); a model trained from data has none, so the checker
+# refuses it there (E611). The reward objectives (tb, db, subtb, fm, vargrad) are in
+# gfdsl.library.discrete.
 REGISTRY.add(Entry("reverse_kl", O, NoArgs, "KL(P_F || P_B R) through forward samples (needs a reward)",
                    info={"trains": lambda a: {"pf"}, "needs": "reward"}))
 REGISTRY.add(Entry("ipf", O, IpfArgs, "iterative proportional fitting (Schrodinger bridge)",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
-KINDS = ("kernel", "prior", "net", "schedule", "dataset", "objective")
+KINDS = ("kernel", "prior", "net", "schedule", "dataset", "objective", "action", "reward", "policy")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,10 @@ REGISTRY = Registry()
 
 # -- what rules see -----------------------------------------------------------------------
 
-VALUE_TYPES = {"real": 0, "binary": 0, "cat": 1}  # type name -> number of parameters
+VALUE_TYPES = {"real": 0, "binary": 0, "cat": 1,  # type name -> number of parameters
+               # discrete spaces of reward-driven models (gfdsl.library.discrete)
+               "int": 2, "set": 0, "seq": 1}
+DISCRETE_TYPES = ("int", "set", "seq")
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ class StateType:
         for s in self.shape:
             n *= s
         return n
+
+    @property
+    def discrete_space(self) -> bool:
+        return self.dtype in DISCRETE_TYPES
 
     @property
     def classes(self) -> int:

@@ -1,0 +1,436 @@
+"""RewardGfn: a compiled reward-driven GFlowNet over a discrete space.
+
+  sample(n)            roll P_F from the start state to exit             -> Traj
+  loss(batch, step)    the spec's objective on freshly sampled (and replayed) trajectories
+  exact()              the exact terminating distribution P_T and its L1 distance to R/Z
+
+Trajectories are padded tensors: states (T + 1, B, n) long, actions (T, B) long with
+moves 0..M-1, exit M and -1 after the exit; row b makes n_b moves, exits at position n_b
+and keeps its terminal state x afterwards. Log-probabilities are (T, B), 0 on padding.
+
+On- or off-policy is decided statically from the train block (RewardTrainSettings):
+without exploration or replay the log P_F gathered during the rollout are the ones the
+loss needs; with either, the rollout runs without a graph and log P_F is recomputed
+under the current policy in one batched call over all (T * B) states.
+
+Objectives (all per trajectory, averaged over the batch):
+  tb       (log Z + sum log P_F - log R(x) - sum log P_B)^2          Malkin et al. 2022
+  db       (log F(s) + log P_F(s'|s) - log F(s') - log P_B(s|s'))^2, with
+           F(x) P_F(exit|x) = R(x) at the end                         Bengio et al. 2023
+  subtb    lamda^(j-i)-weighted mean of the balance of every sub-trajectory i..j,
+           the terminal node's flow being R(x)                        Madan et al. 2023
+  fm       (log in-flow(s) - log out-flow(s))^2 on visited states, edge flows
+           exp(P_F logits), plus (log F(x -> exit) - log R(x))^2    Bengio et al. 2021
+  vargrad  the batch variance of sum log P_F - sum log P_B - log R(x) (no log Z)
+                                                                      Richter et al. 2020
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gfdsl.runtime.discrete import Reward, Space, log_partition, terminating_distribution
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class Traj:
+    states: torch.Tensor  # (T + 1, B, n) long
+    actions: torch.Tensor  # (T, B) long
+    log_pf: torch.Tensor | None = None  # (T, B), kept from an on-policy rollout
+
+
+class _Health:
+    """What the trainer reads: whether P_F and P_B gave finite log-probabilities."""
+
+    def __init__(self):
+        self.health = torch.ones(2, dtype=torch.bool)
+        self.total_steps = 1
+
+
+def _sample(logp: torch.Tensor) -> torch.Tensor:
+    """A sample of Categorical(exp(logp)) per row (B,); -inf entries are never drawn."""
+    return torch.multinomial(logp.exp(), 1)[:, 0]
+
+
+def _pad(t: Traj, T: int) -> Traj:
+    extra = T - t.actions.shape[0]
+    if extra <= 0:
+        return t
+    st = torch.cat([t.states, t.states[-1:].expand(extra, -1, -1)])
+    ac = torch.cat([t.actions, torch.full_like(t.actions[:1], -1).expand(extra, -1)])
+    return Traj(st, ac)
+
+
+class RewardGfn(nn.Module):
+    def __init__(self, attrs: dict, space: Space, nets: nn.ModuleDict, pf: str, pb: str | None, reward: Reward,
+                 terms: list[tuple[float, str, dict]], train: dict):
+        super().__init__()
+        self.spec = attrs
+        self.space, self.nets, self.reward = space, nets, reward
+        self.pf, self.pb = pf, pb
+        self.terms = terms
+        names = {n for _, n, _ in terms}
+        flows = {a["flow"] for _, n, a in terms if "flow" in a}
+        self.flow = next(iter(flows)) if flows else None
+        self.log_Z = nn.Parameter(torch.zeros(())) if "tb" in names else None
+        self.epsilon, self.temperature = float(train["epsilon"]), float(train["temperature"])
+        self.replay_cap, self.replay_fraction = int(train["replay"]), float(train["replay_fraction"])
+        self.off_policy = self.epsilon > 0 or self.temperature != 1.0 or self.replay_cap > 0
+        if self.replay_cap:  # a FIFO of terminal states; buffers, so checkpoints keep it
+            self.register_buffer("replay_x", space.s0(self.replay_cap, "cpu"))
+            self.register_buffer("replay_n", torch.zeros((), dtype=torch.long))
+        self.objective = _Health()
+        self.data_shape = (space.n,)
+        self.exact_ok = attrs["space"]["enumerable"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- policies -----------------------------------------------------------------------------
+
+    def log_pf_all(self, s: torch.Tensor) -> torch.Tensor:
+        """log P_F(a | s) (B, A), -inf where a is not allowed."""
+        logits = self.nets[self.pf](self.space.encode(s))
+        return torch.log_softmax(logits.masked_fill(~self.space.forward_mask(s), NEG_INF), 1)
+
+    def log_pb_all(self, s: torch.Tensor) -> torch.Tensor:
+        """log P_B(a | s) (B, M) over the moves that could have produced s. Rows with no
+        parent (the start state) stay finite, so no NaN reaches a gradient."""
+        m = self.space.backward_mask(s)
+        has = m.any(1, keepdim=True)
+        if self.pb is None:  # uniform over the parents
+            return torch.where(m, -m.sum(1, keepdim=True).clamp(min=1).float().log(), NEG_INF)
+        logits = self.nets[self.pb](self.space.encode(s))
+        return torch.log_softmax(logits.masked_fill(~(m | ~has), NEG_INF), 1)
+
+    def log_flow(self, s: torch.Tensor) -> torch.Tensor:
+        return self.nets[self.flow](self.space.encode(s))[:, 0]
+
+    # -- trajectories ----------------------------------------------------------------------------
+
+    def rollout(self, B: int, explore: bool = False, keep_grad: bool = False) -> Traj:
+        """B forward trajectories from the start state. On CPU the loop stops once every
+        row has exited (reading a flag costs nothing there); on a GPU it runs the longest
+        possible length so that no step waits for the host. Small enumerable spaces are
+        rolled out through a table of P_F over every state (one net call per batch)."""
+        sp = self.space
+        if not keep_grad and self.exact_ok and sp.n_states <= B * sp.max_level:
+            return self._rollout_table(B, explore)
+        dev = self.device
+        s = sp.s0(B, dev)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        states, acts, lps = [s], [], []
+        sync_free = dev.type == "cpu"
+        with torch.set_grad_enabled(keep_grad and torch.is_grad_enabled()):
+            for _ in range(sp.max_level + 1):
+                if sync_free and not keep_grad:
+                    # CPU: evaluate the rows still running only (finished ones keep x)
+                    run = (~done).nonzero()[:, 0]
+                    q = self.log_pf_all(s[run])
+                    if explore:
+                        q = self._explore(q, q.isfinite())
+                    a = torch.full((B,), -1, dtype=torch.long, device=dev).index_copy_(0, run, _sample(q))
+                else:
+                    lp = self.log_pf_all(s)
+                    q = lp.detach()
+                    if explore:
+                        q = self._explore(q, lp.isfinite())
+                    a = torch.where(done, -1, _sample(q))
+                    if keep_grad:
+                        lps.append(lp.gather(1, a.clamp(min=0)[:, None])[:, 0].masked_fill(done, 0.0))
+                ex = done | (a == sp.M)
+                s = torch.where(ex[:, None], s, sp.step(s, a.clamp(0, sp.M - 1)))
+                done = ex
+                states.append(s)
+                acts.append(a)
+                if sync_free and bool(done.all()):
+                    break
+        return Traj(torch.stack(states), torch.stack(acts), torch.stack(lps) if keep_grad else None)
+
+    @torch.no_grad()
+    def _rollout_table(self, B: int, explore: bool) -> Traj:
+        """The rollout over state indices: P_F of every state from one net call, children
+        from a table built once (a few index operations per step, no net call)."""
+        sp = self.space
+        S, child = self._tables()
+        q = self.log_pf_all(S)  # (N, A)
+        if explore:
+            q = self._explore(q, q.isfinite())
+        i = sp.index(sp.s0(1, S.device)).expand(B).clone()
+        done = torch.zeros(B, dtype=torch.bool, device=S.device)
+        idx, acts = [i], []
+        sync_free = S.device.type == "cpu"
+        for _ in range(sp.max_level + 1):
+            a = torch.where(done, -1, _sample(q[i]))
+            ex = done | (a == sp.M)
+            i = torch.where(ex, i, child[i, a.clamp(0, sp.M - 1)])
+            done = ex
+            idx.append(i)
+            acts.append(a)
+            if sync_free and bool(done.all()):
+                break
+        return Traj(S[torch.stack(idx)], torch.stack(acts))
+
+    def _tables(self):
+        """Every state (N, n) and each one's child along each move (N, M) (-1: not
+        allowed), built on first use and kept (not saved: they follow from the spec)."""
+        if getattr(self, "_tab", None) is None or self._tab[0].device != self.device:
+            sp = self.space
+            S = sp.enumerate(self.device)
+            N = S.shape[0]
+            ok = sp.move_mask(S)
+            child = torch.full((N, sp.M), -1, dtype=torch.long, device=S.device)
+            for m in range(sp.M):
+                child[:, m] = torch.where(ok[:, m], sp.index(sp.step(S, torch.full((N,), m, device=S.device))), -1)
+            self._tab = (S, child)
+        return self._tab
+
+    def _explore(self, lp: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """log of (1 - eps) softmax(logits / temperature) + eps uniform(allowed)."""
+        if self.temperature != 1.0:
+            lp = torch.log_softmax(lp / self.temperature, 1)
+        if self.epsilon > 0:
+            u = allowed.float() / allowed.sum(1, keepdim=True)
+            lp = ((1 - self.epsilon) * lp.exp() + self.epsilon * u).log()
+        return lp
+
+    @torch.no_grad()
+    def backward_rollout(self, x: torch.Tensor) -> Traj:
+        """Trajectories that end in x (B, n), drawn backward by P_B, in forward order."""
+        sp = self.space
+        s, bs, acts = x, [x], []
+        cpu = x.device.type == "cpu"
+        for _ in range(sp.max_level):
+            at0 = ~sp.backward_mask(s).any(1)
+            if cpu and bool(at0.all()):
+                break
+            a = torch.where(at0, -1, _sample(self.log_pb_all(s)))
+            s = torch.where(at0[:, None], s, sp.back(s, a.clamp(min=0)))
+            bs.append(s)
+            acts.append(a)
+        K, B = len(acts), x.shape[0]
+        if K == 0:
+            return Traj(torch.stack([x, x]), torch.full((1, B), sp.M, dtype=torch.long, device=x.device))
+        A = torch.stack(acts)  # (K, B): A[k] undoes the move that led to backward state k
+        n_b = (A >= 0).sum(0)  # (B,) moves of each trajectory
+        BS = torch.stack(bs)  # (K + 1, B, n): BS[n_b] is the start state
+        t = torch.arange(K + 2, device=x.device)[:, None]
+        src = torch.where(t <= n_b, n_b - t, 0)
+        states = BS.gather(0, src[..., None].expand(-1, -1, sp.n))  # (K + 2, B, n)
+        t = t[:-1]
+        moves = A.gather(0, (n_b - 1 - t).clamp(0, K - 1))
+        actions = torch.where(t < n_b, moves, torch.where(t == n_b, sp.M, -1))
+        return Traj(states, actions)
+
+    def sample(self, n: int) -> Traj:
+        with torch.no_grad():
+            return self.rollout(n)
+
+    def _batch(self, B: int) -> Traj:
+        """The training batch: on-policy rollouts (with their log P_F), or exploratory
+        rollouts and replayed terminal states (log P_F recomputed)."""
+        if not self.off_policy:
+            return self.rollout(B, keep_grad=True)
+        n_r = 0
+        if self.replay_cap:
+            have = int(self.replay_n)  # one host read per step, only with replay
+            n_r = min(int(round(self.replay_fraction * B)), have, B - 1)
+        t = self.rollout(B - n_r, explore=True)
+        if self.replay_cap:
+            self._remember(t.states[-1])
+        if n_r:
+            idx = torch.randint(0, min(have, self.replay_cap), (n_r,), device=self.replay_x.device)
+            r = self.backward_rollout(self.replay_x[idx].to(self.device))
+            T = max(t.actions.shape[0], r.actions.shape[0])
+            t, r = _pad(t, T), _pad(r, T)
+            t = Traj(torch.cat([t.states, r.states], 1), torch.cat([t.actions, r.actions], 1))
+        return t
+
+    @torch.no_grad()
+    def _remember(self, x: torch.Tensor) -> None:
+        n = int(self.replay_n)
+        pos = (n + torch.arange(x.shape[0])) % self.replay_cap
+        self.replay_x[pos] = x.to(self.replay_x.device)
+        self.replay_n += x.shape[0]
+
+    def log_probs(self, t: Traj) -> tuple[torch.Tensor, torch.Tensor]:
+        """log P_F and log P_B of every transition (T, B), 0 on padding and for exit's P_B.
+
+        Log-probabilities are a function of the state, and a batch visits the same states
+        many times (every trajectory leaves the start state): each distinct state is
+        evaluated once, with gradient, and the rows are gathered from it. The result and
+        its gradient are those of evaluating every row."""
+        sp = self.space
+        T, B = t.actions.shape
+        a = t.actions.reshape(-1)
+        valid, move = a >= 0, (a >= 0) & (a < sp.M)
+        if t.log_pf is not None:
+            lpf = t.log_pf
+        else:
+            lpf = self._gather_unique(self.log_pf_all, t.states[:-1].reshape(T * B, -1), a.clamp(min=0), valid)
+            lpf = lpf.view(T, B)
+        lpb = self._gather_unique(self.log_pb_all, t.states[1:].reshape(T * B, -1), a.clamp(0, sp.M - 1), move)
+        return lpf, lpb.view(T, B)
+
+    def _gather_unique(self, fn, s: torch.Tensor, a: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """fn(s)[row, a[row]] where keep, else 0, evaluating fn once per distinct state."""
+        if self.exact_ok:  # the state's index is a key (no overflow for enumerable spaces)
+            u, inv = torch.unique(self.space.index(s), return_inverse=True)
+        else:
+            u, inv = torch.unique(s, dim=0, return_inverse=True)
+        rep = torch.empty(u.shape[0], dtype=torch.long, device=s.device)
+        rep.scatter_(0, inv, torch.arange(s.shape[0], device=s.device))  # a row holding each state
+        lp = fn(s[rep])[inv.view(-1, 1), a[:, None]][:, 0]
+        return torch.where(keep, lp, 0.0)
+
+    # -- objectives ------------------------------------------------------------------------------
+
+    def loss(self, batch: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The spec's objective on B = batch.shape[0] trajectories (the batch carries only
+        its size and device: a reward-driven model reads no data)."""
+        t = self._batch(batch.shape[0])
+        lpf, lpb = self.log_probs(t)
+        log_r = self.reward(t.states[-1])
+        total, terms = 0.0, {}
+        for coef, name, args in self.terms:
+            v = getattr(self, f"_{name}")(t, lpf, lpb, log_r, args)
+            terms[name] = v.detach()
+            total = total + coef * v
+        self.objective.health = torch.stack([lpf.isfinite().all(), lpb.isfinite().all()])
+        return total, terms
+
+    forward = loss  # DistributedDataParallel calls forward()
+
+    def _tb(self, t, lpf, lpb, log_r, args):
+        return (self.log_Z + lpf.sum(0) - log_r - lpb.sum(0)).pow(2).mean()
+
+    def _vargrad(self, t, lpf, lpb, log_r, args):
+        z = lpf.sum(0) - lpb.sum(0) - log_r
+        return (z - z.mean()).pow(2).mean()
+
+    def _node_flows(self, t: Traj, log_r: torch.Tensor):
+        """log F at positions 0..T (T + 1, B): the flow net up to the last state, R(x) at
+        the node after exit; and which positions are nodes of the trajectory."""
+        T, B = t.actions.shape
+        n_b = (t.actions >= 0).sum(0) - 1  # (B,) position of the exit
+        k = torch.arange(T + 1, device=log_r.device)[:, None]
+        f = self.log_flow(t.states.reshape((T + 1) * B, -1)).view(T + 1, B)
+        f = torch.where(k == n_b + 1, log_r[None, :], f)
+        return f, k <= n_b + 1
+
+    def _db(self, t, lpf, lpb, log_r, args):
+        f, node = self._node_flows(t, log_r)
+        valid = (t.actions >= 0).float()
+        r = f[:-1] + lpf - f[1:] - lpb
+        return (r.pow(2) * valid).sum() / valid.sum()
+
+    def _subtb(self, t, lpf, lpb, log_r, args):
+        f, node = self._node_flows(t, log_r)  # (T + 1, B)
+        c = torch.cat([torch.zeros_like(lpf[:1]), (lpf - lpb).cumsum(0)])  # (T + 1, B)
+        r = f[:, None] - f[None, :] + c[None, :] - c[:, None]  # (i, j, B): balance of i..j
+        n = f.shape[0]
+        i = torch.arange(n, device=f.device)
+        gap = (i[None, :] - i[:, None]).float()  # j - i
+        pair = (gap > 0)[..., None] & node[None, :, :]  # i < j, j a node (then i is too)
+        w = torch.where(pair, args["lamda"] ** gap[..., None], 0.0)
+        return ((w * r.pow(2)).sum((0, 1)) / w.sum((0, 1))).mean()
+
+    def _fm(self, t, lpf, lpb, log_r, args):
+        sp = self.space
+        T, B = t.actions.shape
+        a = t.actions.reshape(-1)
+        move = ((a >= 0) & (a < sp.M)).float()
+        s = t.states[1:].reshape(T * B, -1)  # the state each move led to
+        edge = self.nets[self.pf]  # log edge flows log F(s -> s') = P_F logits
+        out_flow = torch.logsumexp(edge(sp.encode(s)).masked_fill(~sp.forward_mask(s), NEG_INF), 1)
+        parents = sp.backward_mask(s)  # (TB, M)
+        ins = []
+        for m in range(sp.M):  # the edge flow into s along move m, from its parent
+            p = torch.where(parents[:, m:m + 1], sp.back(s, torch.full_like(a, m)), s)  # s: masked below
+            ins.append(edge(sp.encode(p))[:, m])
+        in_flow = torch.logsumexp(torch.stack(ins, 1).masked_fill(~parents, NEG_INF), 1)
+        bal = torch.where(move > 0, in_flow - out_flow, 0.0)
+        x = t.states[-1]
+        end = edge(sp.encode(x))[:, sp.M] - log_r  # F(x -> exit) = R(x)
+        return (bal.pow(2) * move).sum() / move.sum().clamp(min=1) + end.pow(2).mean()
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def log_z_model(self) -> float | None:
+        """The model's own estimate of log Z, where its parametrisation has one."""
+        names = {n for _, n, _ in self.terms}
+        s0 = self.space.s0(1, self.device)
+        if self.log_Z is not None:
+            return float(self.log_Z)
+        if self.flow is not None:
+            return float(self.log_flow(s0)[0])
+        if "fm" in names:
+            logits = self.nets[self.pf](self.space.encode(s0))
+            return float(torch.logsumexp(logits.masked_fill(~self.space.forward_mask(s0), NEG_INF), 1)[0])
+        return None
+
+    @torch.no_grad()
+    def exact(self) -> dict:
+        """Exact terminating distribution vs R(x)/Z: L1 = sum_x |P_T(x) - R(x)/Z| (the
+        convention of torchgfn's validation), total variation L1/2, KL(R/Z || P_T) and
+        |log Z_model - log Z|."""
+        p_t, can_exit = terminating_distribution(self.space, self.log_pf_all)
+        log_r = self.reward(self.space.enumerate(self.device)).double()
+        log_z = log_partition(log_r, can_exit)
+        target = torch.where(can_exit, (log_r - log_z).exp(), 0.0)
+        l1 = float((p_t - target).abs().sum())
+        kl = float(torch.where(target > 0, target * (target.log() - p_t.clamp(min=1e-300).log()), 0.0).sum())
+        lzm = self.log_z_model()
+        return {"exact_l1": l1, "total_variation": l1 / 2, "kl_target_model": kl, "log_z_true": log_z,
+                "log_z_model": lzm, "log_z_error": None if lzm is None else abs(lzm - log_z),
+                "mass": float(p_t.sum()), "n_states": int(p_t.shape[0])}
+
+    def distributions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P_T, R/Z) over every state, for plots."""
+        p_t, can_exit = terminating_distribution(self.space, self.log_pf_all)
+        log_r = self.reward(self.space.enumerate(self.device)).double()
+        log_z = log_partition(log_r, can_exit)
+        return p_t, torch.where(can_exit, (log_r - log_z).exp(), 0.0)
+
+
+def lower_reward(g, source) -> RewardGfn:
+    """A reward-kind IR -> RewardGfn (nets built once, actions compiled into a Space)."""
+    from pathlib import Path
+
+    from gfdsl.lower import _key
+    from gfdsl.runtime import nets as N
+
+    G = g.graph
+    sp = G["space"]
+    space = Space(sp["dtype"], sp["params"], sp["size"], G["actions"], sp["exit"])
+    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
+    spec_dir = Path(source.path).resolve().parent if source is not None and source.path else None
+    reward = Reward(G["reward"]["entry"], G["reward"]["args"], space, spec_dir)
+    pol = G["policies"]
+    pf = _key(pol["forward"]["args"]["net"])
+    pb = _key(pol["backward"]["args"]["net"]) if pol["backward"]["entry"] == "softmax" else None
+    terms = [(float(t["coef"]), t["term"], {k: (_key(v) if k == "flow" else v) for k, v in t["args"].items()})
+             for t in G["objective"]]
+    attrs = {k: G[k] for k in ("name", "dims", "objective", "train", "space", "reward", "kind")}
+    attrs["dataset"] = None
+    return RewardGfn(attrs, space, nets, pf, pb, reward, terms, G["train"])
+
+
+def param_groups(model: RewardGfn, lr: float) -> list[dict]:
+    """Nets at the run's learning rate, log Z at the spec's lr_logz (Malkin et al. 2022
+    train log Z about 100x faster than the policy)."""
+    rest = [p for n, p in model.named_parameters() if n != "log_Z" and p.requires_grad]
+    groups = [{"params": rest, "lr": lr}]
+    if model.log_Z is not None:
+        groups.append({"params": [model.log_Z], "lr": float(model.spec["train"]["lr_logz"])})
+    return groups
+
+
+__all__ = ["RewardGfn", "Traj", "lower_reward", "param_groups"]

@@ -1,0 +1,239 @@
+"""Discrete spaces and rewards of reward-driven GFlowNets, vectorised over a batch.
+
+`Space` is compiled from the spec's action declarations (gfdsl.library.discrete). Every
+move is one of a closed set whose inverse is known, so the forward mask, the step, the
+backward step and the backward mask all come from the one declaration and cannot
+disagree -- tests/test_discrete.py checks back(step(s, a), a) == s and that a move is
+allowed forward from s exactly when it is allowed backward from step(s, a), on every
+state of small spaces.
+
+States are long tensors of shape (B, n):
+  int(lo, hi)[n]  coordinates                     start: all lo
+  set[n]          0/1 membership                  start: all 0
+  seq(V)[n]       tokens, -1 past the end         start: all -1
+Moves are numbered 0..M-1 in declaration order; M (= A - 1) is exit.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gfdsl.errors import GfdslError, diag
+
+
+class Space(nn.Module):
+    def __init__(self, dtype: str, params: list[int], size: int, actions: list[dict], exit_when: str):
+        super().__init__()
+        self.dtype, self.n = dtype, size
+        moves = [a for a in actions if a["entry"] != "exit"]
+        self.M = len(moves)
+        self.A = self.M + 1
+        self.exit_when = exit_when
+        if dtype == "seq":
+            self.V, self.lo, self.hi = params[0], 0, 0
+            tok = [a["args"]["token"] for a in moves]
+            app = [a["entry"] == "append" for a in moves]
+            self.register_buffer("tok", torch.tensor(tok, dtype=torch.long), persistent=False)
+            self.register_buffer("is_append", torch.tensor(app, dtype=torch.bool), persistent=False)
+            self.max_level = size
+        else:
+            self.lo, self.hi = (params[0], params[1]) if dtype == "int" else (0, 1)
+            key = "coord" if dtype == "int" else "item"
+            self.register_buffer("coord", torch.tensor([a["args"][key] for a in moves], dtype=torch.long),
+                                 persistent=False)
+            self.max_level = size * (self.hi - self.lo)
+        self.side = self.hi - self.lo + 1
+        self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
+
+    @property
+    def device(self) -> torch.device:
+        return (self.tok if self.dtype == "seq" else self.coord).device
+
+    # -- the moves and their derived inverses ------------------------------------------------
+
+    def s0(self, B: int, device) -> torch.Tensor:
+        fill = -1 if self.dtype == "seq" else self.lo
+        return torch.full((B, self.n), fill, dtype=torch.long, device=device)
+
+    def levels(self, s: torch.Tensor) -> torch.Tensor:
+        """Moves from the start to s (B,): every move raises it by one, so the graph is a DAG."""
+        return (s >= 0).sum(1) if self.dtype == "seq" else (s - self.lo).sum(1)
+
+    def _ends(self, s: torch.Tensor):
+        n = (s >= 0).sum(1)  # (B,) lengths
+        last = s.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0]
+        return n, s[:, 0], last
+
+    def move_mask(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, M): move a allowed forward from s."""
+        if self.dtype == "seq":
+            n = (s >= 0).sum(1)
+            return (n < self.n)[:, None].expand(-1, self.M)
+        return s[:, self.coord] < self.hi
+
+    def forward_mask(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, A): the moves, then exit ("anytime", or "complete": where no move is left)."""
+        m = self.move_mask(s)
+        ex = torch.ones_like(m[:, :1]) if self.exit_when == "anytime" else ~m.any(1, keepdim=True)
+        return torch.cat([m, ex], 1)
+
+    def backward_mask(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, M): move a could have produced s (its inverse applies)."""
+        if self.dtype == "seq":
+            n, first, last = self._ends(s)
+            end = torch.where(self.is_append[None, :], last[:, None], first[:, None])  # (B, M)
+            return (n > 0)[:, None] & (end == self.tok[None, :])
+        return s[:, self.coord] > self.lo
+
+    def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Apply move a (B,) in 0..M-1 (callers mask rows that exit or are done)."""
+        if self.dtype == "seq":
+            n = (s >= 0).sum(1)
+            t = self.tok[a][:, None]
+            app = s.scatter(1, n.clamp(max=self.n - 1)[:, None], t)
+            pre = torch.cat([t, s[:, :-1]], 1)
+            return torch.where(self.is_append[a][:, None], app, pre)
+        return s.scatter_add(1, self.coord[a][:, None], torch.ones_like(a)[:, None])
+
+    def back(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Undo move a (B,): the parent of s along a."""
+        if self.dtype == "seq":
+            n = (s >= 0).sum(1)
+            drop_last = s.scatter(1, (n - 1).clamp(min=0)[:, None], -1)
+            drop_first = torch.cat([s[:, 1:], torch.full_like(s[:, :1], -1)], 1)
+            return torch.where(self.is_append[a][:, None], drop_last, drop_first)
+        return s.scatter_add(1, self.coord[a][:, None], -torch.ones_like(a)[:, None])
+
+    # -- what the nets read, and enumeration --------------------------------------------------
+
+    def encode(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, E) float: one-hot coordinates (int), the bits (set), one-hot positions with an
+        'empty' class (seq)."""
+        if self.dtype == "set":
+            return s.float()
+        k = s + 1 if self.dtype == "seq" else s - self.lo
+        width = self.V + 1 if self.dtype == "seq" else self.side
+        return nn.functional.one_hot(k, width).flatten(1).float()
+
+    def index(self, s: torch.Tensor) -> torch.Tensor:
+        """Position of each state in `enumerate()` (B,) long."""
+        if self.dtype != "seq":
+            w = self.side ** torch.arange(self.n, device=s.device)
+            return ((s - self.lo) * w).sum(1)
+        n = (s >= 0).sum(1)
+        offset = torch.tensor([sum(self.V ** k for k in range(j)) for j in range(self.n + 1)], device=s.device)
+        # tokens read as a base-V number, most significant first: sum_p tok_p V^(n-1-p)
+        p = torch.arange(self.n, device=s.device)[None, :]
+        w = torch.where(p < n[:, None], self.V ** (n[:, None] - 1 - p).clamp(min=0), 0)
+        return offset[n] + (s.clamp(min=0) * w).sum(1)
+
+    def enumerate(self, device=None) -> torch.Tensor:
+        """Every state (N, n), in index order."""
+        if self.dtype != "seq":
+            i = torch.arange(self.n_states, device=device)[:, None]
+            w = self.side ** torch.arange(self.n, device=device)[None, :]
+            return (i // w) % self.side + self.lo
+        out = []
+        for length in range(self.n + 1):
+            j = torch.arange(self.V ** length, device=device)[:, None]
+            p = torch.arange(self.n, device=device)[None, :]
+            w = self.V ** (length - 1 - p).clamp(min=0)
+            out.append(torch.where(p < length, (j // w) % self.V, -1))
+        return torch.cat(out)
+
+
+class Reward(nn.Module):
+    """log R(s) (B,), clipped from below at log_min."""
+
+    def __init__(self, entry: str, args: dict, space: Space, spec_dir: Path | None = None, source=None, span=None):
+        super().__init__()
+        self.entry, self.space, self.log_min = entry, space, float(args["log_min"])
+        self.args = dict(args)
+        if entry == "hamming_modes":
+            g = torch.Generator().manual_seed(int(args["seed"]))
+            hi = space.V if space.dtype == "seq" else 2
+            self.register_buffer("modes", torch.randint(0, hi, (int(args["n"]), space.n), generator=g),
+                                 persistent=False)
+        if entry == "table":
+            self.register_buffer("table", _load_table(args, space, spec_dir, source, span), persistent=False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        sp = self.space
+        if self.entry == "hypergrid":
+            a = self.args
+            eps = 1e-12  # as in the reference implementations: no state sits on a boundary
+            ax = ((s - sp.lo).double() / (sp.hi - sp.lo) - 0.5).abs()
+            r = a["r0"] + a["r1"] * (ax > 0.25 + eps).all(1).double() \
+                + a["r2"] * ((ax > 0.3 + eps) & (ax < 0.4 - eps)).all(1).double()
+            lr = r.log()
+        elif self.entry == "hamming_modes":
+            d = (s[:, None, :] != self.modes[None, :, :]).sum(2).amin(1)  # (B,) nearest mode
+            lr = -self.args["beta"] * d.double() / sp.n
+        else:
+            lr = self.table[sp.index(s)]
+        return lr.clamp(min=self.log_min).float()
+
+
+def _load_table(args, space: Space, spec_dir, source, span) -> torch.Tensor:
+    path = (spec_dir or Path(".")) / args["file"]
+
+    def bad(why):
+        return GfdslError([diag("E801", None, None, path=str(path), why=why)])
+
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise bad(f"cannot be read as .npy ({e})") from None
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    if a.shape[0] != space.n_states:
+        raise bad(f"it holds {a.shape[0]} values, but the space has {space.n_states} states")
+    if args["log"]:
+        if np.isnan(a).any() or np.isposinf(a).any():
+            raise bad("log-rewards must be finite or -inf")
+        return torch.from_numpy(a)
+    if (a < 0).any() or not np.isfinite(a).all():
+        raise bad("rewards must be finite and >= 0")
+    with np.errstate(divide="ignore"):
+        return torch.from_numpy(np.log(a))
+
+
+@torch.no_grad()
+def terminating_distribution(space: Space, log_pf_fn, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact P_T(x) over every state (N,) float64, by pushing probability mass through the
+    DAG level by level (Bengio et al. 2021, eq. 5): P(s') = sum_s P(s) P_F(s'|s), then
+    P_T(x) = P(x) P_F(exit|x). `log_pf_fn(states)` gives masked log-probabilities (B, A).
+    Also returns the exit mask (N,) bool: the states that can terminate."""
+    S = space.enumerate(device=space.device)
+    lp = torch.cat([log_pf_fn(S[i:i + chunk]).double() for i in range(0, S.shape[0], chunk)])
+    P = lp.exp()  # (N, A)
+    mask = space.forward_mask(S)
+    P = torch.where(mask, P, torch.zeros_like(P))
+    lvl = space.levels(S)
+    reach = torch.zeros(S.shape[0], dtype=torch.float64, device=S.device)
+    reach[space.index(space.s0(1, S.device))] = 1.0
+    order = torch.argsort(lvl, stable=True)
+    counts = torch.bincount(lvl, minlength=space.max_level + 1).tolist()
+    start = 0
+    for c in counts:
+        rows = order[start:start + c]
+        start += c
+        if c == 0:
+            continue
+        s = S[rows]
+        for a in range(space.M):
+            ok = mask[rows, a]
+            if not ok.any():
+                continue
+            r = rows[ok]
+            child = space.index(space.step(s[ok], torch.full((int(ok.sum()),), a, device=S.device)))
+            reach.index_add_(0, child, reach[r] * P[r, a])
+    return reach * P[:, space.M], mask[:, space.M]
+
+
+def log_partition(log_r: torch.Tensor, can_exit: torch.Tensor) -> float:
+    return float(torch.logsumexp(torch.where(can_exit, log_r.double(), -math.inf), 0))
