@@ -651,6 +651,12 @@ class Checker(RewardChecks):
             if a.name in spans:
                 self.error("E306", a.name_span, name=a.name)
                 continue
+            if not reward and a.name in set(RewardTrainSettings.model_fields) - set(TrainSettings.model_fields):
+                self.error("E612", a.name_span, what=f"the setting '{a.name}'", kind="reward-driven",
+                           why="trains from data", hint="exploration, replay and log Z settings need `action`s, "
+                                                        "a `reward` and `policy`s")
+                spans[a.name] = None
+                continue
             spans[a.name] = ast.Arg(a.name, a.value, a.span, a.name_span)
             try:
                 values[a.name] = self.ev.value(a.value, self.scope)

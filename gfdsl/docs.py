@@ -16,7 +16,9 @@ from gfdsl.library import REGISTRY
 
 TITLES = {"kernel": "Kernels (`forward = ...`, `backward = ...`)", "prior": "Priors (`source x ~ ...`)",
           "net": "Nets (`net name = ...`)", "schedule": "Schedules (`schedule name = ...`)",
-          "dataset": "Data sets (`dataset = ...`)", "objective": "Objective terms (`objective = ...`)"}
+          "dataset": "Data sets (`dataset = ...`)", "objective": "Objective terms (`objective = ...`)",
+          "action": "Actions of reward-driven models (`action name = ...`)",
+          "reward": "Rewards (`reward = ...`)", "policy": "Policies of reward-driven models (`policy forward = ...`)"}
 
 
 def _args(entry) -> str:

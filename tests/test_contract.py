@@ -23,6 +23,8 @@ def test_spec_contract(spec):
     assert text.startswith("#") and "arXiv:" in text.split("\nmodel ")[0], "header comment must cite its paper"
     c = check_file(spec)
     g = c.graph
+    if g.graph["kind"] == "reward":
+        return _reward_contract(g)
     steps = ir.steps_view(g)
     assert nx.is_directed_acyclic_graph(g)
     src, data = g.graph["source"], g.graph["data"]
@@ -35,3 +37,19 @@ def test_spec_contract(spec):
     dot = render.dot_source(g)
     assert src in dot and data in dot
     assert g.graph["objective"] and g.graph["dataset"]
+
+
+def _reward_contract(g):
+    """Reward-driven specs: one space, moves with a derived inverse, one exit, a reward,
+    both policies, a learned P_F, reward objectives, an enumerable default size (so the
+    shipped spec is scored exactly) and a diagram naming the space and the object x."""
+    G = g.graph
+    moves, ex = G["actions"][:-1], G["actions"][-1]
+    assert moves and all(a["inverse"] for a in moves) and ex["entry"] == "exit"
+    assert G["reward"]["entry"] and set(G["policies"]) == {"forward", "backward"}
+    assert G["policies"]["forward"]["learned"]
+    assert G["space"]["enumerable"] and G["space"]["n_moves"] == len(moves)
+    assert {t["term"] for t in G["objective"]} <= {"tb", "db", "subtb", "fm", "vargrad"}
+    assert [d["kind"] for *_, d in sorted(g.edges(data=True), key=lambda e: e[2]["kind"])] == ["exit", "move"]
+    dot = render.dot_source(g)
+    assert G["space"]["state"] in dot and "R(x)" in dot

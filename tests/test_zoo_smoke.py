@@ -17,7 +17,8 @@ def test_zoo_quick(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(js.read_text())
-    specs = {p.stem for p in (ROOT / "specs").glob("*.gfn")}
+    # the data-trained families; reward-driven specs are benchmarked by bench/torchgfn
+    specs = {p.stem for p in (ROOT / "specs").glob("*.gfn") if "\n  action " not in p.read_text()}
     assert {row["spec"] for row in rows} == specs
     assert all(isinstance(row["ours"], float) for row in rows)
     assert out.read_text().count("\n| ") == len(rows) + 1  # the header row too
