@@ -8,10 +8,12 @@ Trajectories are padded tensors: states (T + 1, B, n) long, actions (T, B) long 
 moves 0..M-1, exit M and -1 after the exit; row b makes n_b moves, exits at position n_b
 and keeps its terminal state x afterwards. Log-probabilities are (T, B), 0 on padding.
 
-On- or off-policy is decided statically from the train block (RewardTrainSettings):
-without exploration or replay the log P_F gathered during the rollout are the ones the
-loss needs; with either, the rollout runs without a graph and log P_F is recomputed
-under the current policy in one batched call over all (T * B) states.
+What is recomputed is decided statically from the train block: exploration (epsilon,
+temperature) makes training off-policy, but the rollout evaluates the current P_F at
+every state it visits anyway, so it keeps P_F's own log-probability of each action it
+drew (from whatever mixture) and nothing is evaluated twice; replay brings trajectories
+drawn backward from buffered states, which are rescored under P_F in one batched pass
+that evaluates each distinct state once.
 
 Objectives (all per trajectory, averaged over the batch):
   tb       (log Z + sum log P_F - log R(x) - sum log P_B)^2          Malkin et al. 2022
@@ -81,12 +83,18 @@ class RewardGfn(nn.Module):
         self.epsilon, self.temperature = float(train["epsilon"]), float(train["temperature"])
         self.replay_cap, self.replay_fraction = int(train["replay"]), float(train["replay_fraction"])
         self.off_policy = self.epsilon > 0 or self.temperature != 1.0 or self.replay_cap > 0
+        self.exact_ok = attrs["space"]["enumerable"]
+        # Decided here, once, from the train block: exploration changes which actions are
+        # drawn, not how they are scored (the rollout keeps P_F's own log-probabilities
+        # of the actions taken); replayed trajectories were drawn by an older policy and
+        # backward, so they -- and the batch they join -- are rescored under P_F.
+        self.explores = self.epsilon > 0 or self.temperature != 1.0
+        self.rescores = self.replay_cap > 0
         if self.replay_cap:  # a FIFO of terminal states; buffers, so checkpoints keep it
             self.register_buffer("replay_x", space.s0(self.replay_cap, "cpu"))
             self.register_buffer("replay_n", torch.zeros((), dtype=torch.long))
         self.objective = _Health()
         self.data_shape = (space.n,)
-        self.exact_ok = attrs["space"]["enumerable"]
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +105,7 @@ class RewardGfn(nn.Module):
     def log_pf_all(self, s: torch.Tensor) -> torch.Tensor:
         """log P_F(a | s) (B, A), -inf where a is not allowed."""
         logits = self.nets[self.pf](self.space.encode(s))
-        return torch.log_softmax(logits.masked_fill(~self.space.forward_mask(s), NEG_INF), 1)
+        return torch.log_softmax(logits.masked_fill(self.space.forward_blocked(s), NEG_INF), 1)
 
     def log_pb_all(self, s: torch.Tensor) -> torch.Tensor:
         """log P_B(a | s) (B, M) over the moves that could have produced s. Rows with no
@@ -114,52 +122,90 @@ class RewardGfn(nn.Module):
 
     # -- trajectories ----------------------------------------------------------------------------
 
-    def rollout(self, B: int, explore: bool = False, keep_grad: bool = False) -> Traj:
-        """B forward trajectories from the start state. On CPU the loop stops once every
-        row has exited (reading a flag costs nothing there); on a GPU it runs the longest
-        possible length so that no step waits for the host. Small enumerable spaces are
-        rolled out through a table of P_F over every state (one net call per batch)."""
+    def rollout(self, B: int, explore: bool = False, score: bool = False) -> Traj:
+        """B forward trajectories from the start state, drawn from P_F (or, with explore,
+        from its epsilon / temperature mixture). With score, the trajectory also carries
+        log P_F(a_t | s_t) of the current P_F for the actions taken (T, B), with its
+        graph: whatever mixture drew an action, the loss needs P_F's own log-probability,
+        which the rollout has just computed, so nothing is evaluated twice.
+
+        Three ways, chosen by size and device: through a table of P_F over every state
+        (enumerable spaces smaller than the rows a batch would evaluate); on CPU, stepping
+        only the rows still running and evaluating each distinct state once per step; or
+        every row every step (no host read: the way for a GPU)."""
         sp = self.space
-        if not keep_grad and self.exact_ok and sp.n_states <= B * sp.max_level:
-            return self._rollout_table(B, explore)
+        if self.exact_ok and sp.n_states <= B * sp.max_level:
+            with torch.set_grad_enabled(score and torch.is_grad_enabled()):
+                return self._rollout_table(B, explore, score)
+        if self.device.type == "cpu" and sp.dtype != "seq":
+            with torch.no_grad():  # rescored afterwards: one graph over distinct states
+                return self._rollout_compact(B, explore)
+        score = score and not self.exact_ok  # states rarely repeat: keep the rollout's graph
+        with torch.set_grad_enabled(score and torch.is_grad_enabled()):
+            return self._rollout_steps(B, explore, score)
+
+    def _rollout_steps(self, B: int, explore: bool = False, score: bool = False) -> Traj:
+        sp = self.space
         dev = self.device
+        sync_free = dev.type == "cpu"
         s = sp.s0(B, dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         states, acts, lps = [s], [], []
-        sync_free = dev.type == "cpu"
-        with torch.set_grad_enabled(keep_grad and torch.is_grad_enabled()):
-            for _ in range(sp.max_level + 1):
-                if sync_free and not keep_grad:
-                    # CPU: evaluate the rows still running only (finished ones keep x)
-                    run = (~done).nonzero()[:, 0]
-                    q = self.log_pf_all(s[run])
-                    if explore:
-                        q = self._explore(q, q.isfinite())
-                    a = torch.full((B,), -1, dtype=torch.long, device=dev).index_copy_(0, run, _sample(q))
-                else:
-                    lp = self.log_pf_all(s)
-                    q = lp.detach()
-                    if explore:
-                        q = self._explore(q, lp.isfinite())
-                    a = torch.where(done, -1, _sample(q))
-                    if keep_grad:
-                        lps.append(lp.gather(1, a.clamp(min=0)[:, None])[:, 0].masked_fill(done, 0.0))
-                ex = done | (a == sp.M)
-                s = torch.where(ex[:, None], s, sp.step(s, a.clamp(0, sp.M - 1)))
-                done = ex
-                states.append(s)
-                acts.append(a)
-                if sync_free and bool(done.all()):
-                    break
-        return Traj(torch.stack(states), torch.stack(acts), torch.stack(lps) if keep_grad else None)
+        for _ in range(sp.max_level + 1):
+            lp = self.log_pf_all(s)
+            q = lp.detach()
+            if explore:
+                q = self._explore(q, q.isfinite())
+            a = torch.where(done, -1, _sample(q))
+            if score:
+                lps.append(lp.gather(1, a.clamp(min=0)[:, None])[:, 0].masked_fill(done, 0.0))
+            ex = done | (a == sp.M)
+            s = torch.where(ex[:, None], s, sp.step(s, a.clamp(0, sp.M - 1)))
+            done = ex
+            states.append(s)
+            acts.append(a)
+            if sync_free and bool(done.all()):
+                break
+        return Traj(torch.stack(states), torch.stack(acts), torch.stack(lps) if score else None)
 
-    @torch.no_grad()
-    def _rollout_table(self, B: int, explore: bool) -> Traj:
+    def _rollout_compact(self, B: int, explore: bool) -> Traj:
+        """CPU, coordinate spaces: step only the rows still running (the batch shrinks as
+        trajectories exit) and rebuild the states at the end from the actions, a state
+        being the start plus the count of each move so far: s_t = s_0 + cumsum(e_a).
+        (Evaluating each distinct state once per step was measured slower here: the
+        per-step torch.unique costs more than the rows it saves.)"""
+        sp = self.space
+        dev = self.device
+        s = sp.s0(B, dev)
+        rid = torch.arange(B, device=dev)
+        acts = torch.full((sp.max_level + 1, B), -1, dtype=torch.long, device=dev)
+        T = 0
+        for t in range(sp.max_level + 1):
+            q = self.log_pf_all(s)
+            if explore:
+                q = self._explore(q, q.isfinite())
+            a = _sample(q)
+            acts[t, rid] = a
+            T = t + 1
+            go = a < sp.M
+            if not bool(go.any()):
+                break
+            rid, a, s = rid[go], a[go], s[go]
+            s = sp.step(s, a)
+        acts = acts[:T].clone()
+        move = (acts >= 0) & (acts < sp.M)
+        inc = torch.zeros(T, B, sp.n, dtype=torch.long, device=dev)
+        inc.scatter_add_(2, sp.coord[acts.clamp(0, sp.M - 1)][..., None], move.long()[..., None])
+        states = torch.cat([sp.s0(B, dev)[None], sp.s0(B, dev)[None] + inc.cumsum(0)])
+        return Traj(states, acts)
+
+    def _rollout_table(self, B: int, explore: bool, score: bool) -> Traj:
         """The rollout over state indices: P_F of every state from one net call, children
         from a table built once (a few index operations per step, no net call)."""
         sp = self.space
         S, child = self._tables()
-        q = self.log_pf_all(S)  # (N, A)
+        lp = self.log_pf_all(S)  # (N, A)
+        q = lp.detach()
         if explore:
             q = self._explore(q, q.isfinite())
         i = sp.index(sp.s0(1, S.device)).expand(B).clone()
@@ -175,19 +221,22 @@ class RewardGfn(nn.Module):
             acts.append(a)
             if sync_free and bool(done.all()):
                 break
-        return Traj(S[torch.stack(idx)], torch.stack(acts))
+        I, A = torch.stack(idx), torch.stack(acts)
+        lpf = torch.where(A >= 0, lp[I[:-1], A.clamp(min=0)], 0.0) if score else None
+        return Traj(S[I], A, lpf)
 
     def _tables(self):
         """Every state (N, n) and each one's child along each move (N, M) (-1: not
         allowed), built on first use and kept (not saved: they follow from the spec)."""
         if getattr(self, "_tab", None) is None or self._tab[0].device != self.device:
             sp = self.space
-            S = sp.enumerate(self.device)
-            N = S.shape[0]
-            ok = sp.move_mask(S)
-            child = torch.full((N, sp.M), -1, dtype=torch.long, device=S.device)
-            for m in range(sp.M):
-                child[:, m] = torch.where(ok[:, m], sp.index(sp.step(S, torch.full((N,), m, device=S.device))), -1)
+            with torch.no_grad():
+                S = sp.enumerate(self.device)
+                N = S.shape[0]
+                ok = sp.move_mask(S)
+                child = torch.full((N, sp.M), -1, dtype=torch.long, device=S.device)
+                for m in range(sp.M):
+                    child[:, m] = torch.where(ok[:, m], sp.index(sp.step(S, torch.full((N,), m, device=S.device))), -1)
             self._tab = (S, child)
         return self._tab
 
@@ -228,20 +277,19 @@ class RewardGfn(nn.Module):
         actions = torch.where(t < n_b, moves, torch.where(t == n_b, sp.M, -1))
         return Traj(states, actions)
 
+    @torch.no_grad()
     def sample(self, n: int) -> Traj:
-        with torch.no_grad():
-            return self.rollout(n)
+        return self.rollout(n)
 
     def _batch(self, B: int) -> Traj:
-        """The training batch: on-policy rollouts (with their log P_F), or exploratory
-        rollouts and replayed terminal states (log P_F recomputed)."""
-        if not self.off_policy:
-            return self.rollout(B, keep_grad=True)
+        """The training batch: rollouts scored as they are drawn (exploratory or not),
+        plus, with replay, trajectories drawn backward from buffered terminal states,
+        which log_probs() rescores under the current P_F."""
         n_r = 0
         if self.replay_cap:
             have = int(self.replay_n)  # one host read per step, only with replay
             n_r = min(int(round(self.replay_fraction * B)), have, B - 1)
-        t = self.rollout(B - n_r, explore=True)
+        t = self.rollout(B - n_r, explore=self.explores, score=not n_r)
         if self.replay_cap:
             self._remember(t.states[-1])
         if n_r:

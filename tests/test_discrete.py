@@ -272,24 +272,52 @@ def test_backward_rollout_gives_valid_forward_trajectories():
     assert torch.equal(t.states[-1], x)
 
 
-def test_table_and_stepwise_rollouts_sample_the_same_policy():
-    m = grid_model()
+@pytest.mark.parametrize("how", ["table", "compact", "steps"])
+@pytest.mark.parametrize("explore", [False, True])
+def test_every_rollout_samples_the_policy_and_scores_it(how, explore):
+    """The table, compact and step-by-step rollouts all sample P_T of the current P_F
+    (or of its exploratory mixture), produce consistent states, and the log P_F they keep
+    equals rescoring the trajectories afterwards."""
+    m = grid_model(train="epsilon = 0.5" if explore else "")
     torch.manual_seed(0)
-    a = m._rollout_table(4000, explore=False).states[-1]
-    m.exact_ok = False  # forces the step-by-step rollout
-    b = m.rollout(4000).states[-1]
-    m.exact_ok = True
-    pa = torch.bincount(m.space.index(a), minlength=9).float() / 4000
-    pb = torch.bincount(m.space.index(b), minlength=9).float() / 4000
-    p_t, _ = terminating_distribution(m.space, m.log_pf_all)
-    assert (pa - p_t.float()).abs().max() < 0.03 and (pb - p_t.float()).abs().max() < 0.03
+    n = 4000
+    roll = {"table": lambda: m._rollout_table(n, explore, True), "compact": lambda: m._rollout_compact(n, explore),
+            "steps": lambda: m._rollout_steps(n, explore, True)}[how]
+    t = roll()
+    x = t.states[-1]
+    p = torch.bincount(m.space.index(x), minlength=9).float() / n
+    if explore:  # the mixture stops at a different distribution than P_F
+        m.epsilon = 0.0
+        p_f, _ = terminating_distribution(m.space, m.log_pf_all)
+        m.epsilon = 0.5
+        q = lambda S: m._explore(m.log_pf_all(S), m.space.forward_mask(S))  # noqa: E731
+        p_t, _ = terminating_distribution(m.space, q)
+        assert (p_t - p_f).abs().sum() > 0.05
+    else:
+        p_t, _ = terminating_distribution(m.space, m.log_pf_all)
+    assert (p - p_t.float()).abs().max() < 0.03
+    assert ((t.actions == m.space.M).sum(0) == 1).all()
+    a = t.actions
+    for k in range(a.shape[0]):  # states follow from the actions
+        mv = (a[k] >= 0) & (a[k] < m.space.M)
+        want = t.states[k].clone()
+        want[mv] = m.space.step(want[mv], a[k][mv])
+        assert torch.equal(t.states[k + 1], want)
+    kept = t.log_pf
+    if how == "compact":  # rescored afterwards by design
+        assert kept is None
+        return
+    assert kept.requires_grad
+    t.log_pf = None
+    again, _ = m.log_probs(t)  # P_F's own log-probabilities, whatever drew the actions
+    assert torch.allclose(kept, again, atol=1e-6)
 
 
 @pytest.mark.parametrize("train", ["", "epsilon = 0.2", "temperature = 2.0", "replay = 256"])
 def test_training_reaches_the_target_on_a_small_grid(train):
     """TB on a 3x3 grid, on- and off-policy: the exact L1 falls well below its start."""
     m = grid_model(train=train)
-    assert m.off_policy == bool(train)
+    assert m.off_policy == bool(train) and m.rescores == ("replay" in train)
     from gfdsl.reward_model import param_groups
 
     opt = torch.optim.Adam(param_groups(m, 1e-2))

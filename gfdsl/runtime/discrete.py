@@ -44,8 +44,9 @@ class Space(nn.Module):
         else:
             self.lo, self.hi = (params[0], params[1]) if dtype == "int" else (0, 1)
             key = "coord" if dtype == "int" else "item"
-            self.register_buffer("coord", torch.tensor([a["args"][key] for a in moves], dtype=torch.long),
-                                 persistent=False)
+            coord = [a["args"][key] for a in moves]
+            self.register_buffer("coord", torch.tensor(coord, dtype=torch.long), persistent=False)
+            self.identity = coord == list(range(size))  # move i raises coordinate i: no gather needed
             self.max_level = size * (self.hi - self.lo)
         self.side = self.hi - self.lo + 1
         self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
@@ -74,7 +75,15 @@ class Space(nn.Module):
         if self.dtype == "seq":
             n = (s >= 0).sum(1)
             return (n < self.n)[:, None].expand(-1, self.M)
-        return s[:, self.coord] < self.hi
+        return (s if self.identity else s[:, self.coord]) < self.hi
+
+    def forward_blocked(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, A): ~forward_mask(s), in as few operations as the space allows (it runs at
+        every step of every rollout)."""
+        if self.dtype != "seq" and self.exit_when == "anytime":
+            full = (s if self.identity else s[:, self.coord]) >= self.hi
+            return nn.functional.pad(full, (0, 1), value=False)
+        return ~self.forward_mask(s)
 
     def forward_mask(self, s: torch.Tensor) -> torch.Tensor:
         """(B, A): the moves, then exit ("anytime", or "complete": where no move is left)."""
@@ -98,6 +107,8 @@ class Space(nn.Module):
             app = s.scatter(1, n.clamp(max=self.n - 1)[:, None], t)
             pre = torch.cat([t, s[:, :-1]], 1)
             return torch.where(self.is_append[a][:, None], app, pre)
+        if self.identity:
+            return s + nn.functional.one_hot(a, self.n)
         return s.scatter_add(1, self.coord[a][:, None], torch.ones_like(a)[:, None])
 
     def back(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -116,7 +127,7 @@ class Space(nn.Module):
         'empty' class (seq)."""
         if self.dtype == "set":
             return s.float()
-        k = s + 1 if self.dtype == "seq" else s - self.lo
+        k = s + 1 if self.dtype == "seq" else s - self.lo if self.lo else s
         width = self.V + 1 if self.dtype == "seq" else self.side
         return nn.functional.one_hot(k, width).flatten(1).float()
 
