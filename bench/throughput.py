@@ -3,13 +3,12 @@
 1. DDPM (specs/ddpm.gfn) at batch 4096 on the device present (CUDA if any, else CPU):
    training steps/s and examples/s, fp32 and bf16 autocast; sampling (all 100 P_F steps)
    samples/s.
-2. DDP: `gfdsl run --nproc 2` (gloo on CPU, NCCL on CUDA) vs one process, same spec and
+2. The reward-driven hypergrid (specs/hypergrid.gfn, TB) at batch 1024, 2-D 8x8 and
+   4-D 8^4: training steps/s and trajectories/s, and sampling trajectories/s.
+3. DDP: `gfdsl run --nproc 2` (gloo on CPU, NCCL on CUDA) vs one process, same spec and
    global batch, steps/s of each and the ratio.
 
     python bench/throughput.py [--steps 30] [--ddp-steps 300]
-
-(The reward-driven hypergrid at batch 1024 is not measured: that spec family does not
-exist yet.)
 """
 
 from __future__ import annotations
@@ -72,6 +71,40 @@ def ddpm_throughput(steps: int, batch: int, amp: bool, dev: torch.device) -> tup
     return train, samp
 
 
+def hypergrid_throughput(steps: int, batch: int, ndim: int, dev: torch.device) -> tuple[float, float]:
+    from gfdsl.driver import check_file
+    from gfdsl.lower import lower
+    from gfdsl.reward_model import param_groups
+    from gfdsl.trainer import make_optimizer
+
+    torch.manual_seed(0)
+    c = check_file(ROOT / "specs" / "hypergrid.gfn", {"D": ndim})
+    m = lower(c.graph, c.source).to(dev)
+    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3), 1e-3, 0.0)
+    empty = torch.zeros(batch, 0, device=dev)
+
+    def step():
+        loss, _ = m.loss(empty)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(20):  # past the first steps, where trajectories are short
+        step()
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(dev)
+    train = steps / (time.perf_counter() - t)
+    m.sample(batch)
+    sync(dev)
+    t = time.perf_counter()
+    m.sample(batch)
+    sync(dev)
+    return train, batch / (time.perf_counter() - t)
+
+
 def ddp_compare(steps: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as d:
@@ -104,6 +137,11 @@ def main() -> int:
         tag = "bf16 autocast" if amp else "fp32"
         print(f"  {tag:14s} train {tr:7.2f} steps/s = {tr * a.batch:9.0f} examples/s; "
               f"sample {sp:9.0f} samples/s (100 steps each)")
+    print("hypergrid (TB, P_F and P_B 2 x 256 MLPs), batch 1024:")
+    for ndim in (2, 4):
+        tr, sp = hypergrid_throughput(a.steps, 1024, ndim, dev)
+        print(f"  {ndim}-D 8^{ndim}         train {tr:7.2f} steps/s = {tr * 1024:9.0f} trajectories/s; "
+              f"sample {sp:9.0f} trajectories/s")
     r = ddp_compare(a.ddp_steps)
     print(f"DDP, specs/ddpm.gfn, global batch 512, {a.ddp_steps} steps (gloo on CPU / NCCL on CUDA):")
     print(f"  1 process   {r[1]:7.1f} steps/s")

@@ -224,7 +224,7 @@ def test_objectives_match_hand_computation(objective):
         want = 0.0  # one trajectory: no variance
     elif name in ("db", "subtb"):
         S = t.states[:, 0]
-        F = [float(m.log_flow(S[k:k + 1])[0]) for k in range(3)] + [r]  # nodes s0, s1, s2, x
+        F = [float(m.log_flow(S[k:k + 1])[0].detach()) for k in range(3)] + [r]  # nodes s0, s1, s2, x
         if name == "db":
             want = ((F[0] + f[0] - F[1] - b[0]) ** 2 + (F[1] + f[1] - F[2] - b[1]) ** 2 + (F[2] + f[2] - F[3]) ** 2) / 3
         else:

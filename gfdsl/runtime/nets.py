@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 ACT = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU}
+FUNCTIONAL = {"silu": nn.functional.silu, "relu": nn.functional.relu, "gelu": nn.functional.gelu,
+              "tanh": torch.tanh, "elu": nn.functional.elu}
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -45,15 +47,26 @@ class MLP(nn.Module):
             layers += [nn.Linear(a, b), ACT[act]()]
         layers.append(nn.Linear(dims[-1], out))
         self.body = nn.Sequential(*layers)
+        self.act = FUNCTIONAL[act]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
             if t is None:
                 t = torch.zeros(x.shape[0], device=x.device)
             x = torch.cat([x, self.embed(t)], dim=1)
+        # The layers are applied as functions, not through nn.Module calls: a rollout
+        # calls a small net once per step, where module dispatch costs as much as the
+        # arithmetic (bench/torchgfn). Parameters and state-dict keys are body.N.*.
+        body = self.body
+        n = len(body)
+        for i in range(0, n, 2):
+            lin = body[i]
+            x = nn.functional.linear(x, lin.weight, lin.bias)
+            if i + 1 < n:
+                x = self.act(x)
         # under bf16 autocast the layers run in bf16; kernels get float32 so that
         # log-probabilities are computed and accumulated in float32
-        return self.body(x).float()
+        return x.float()
 
 
 class MaskedLinear(nn.Linear):
