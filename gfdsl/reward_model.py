@@ -326,8 +326,16 @@ class RewardGfn(nn.Module):
         lpb = self._gather_unique(self.log_pb_all, t.states[1:].reshape(T * B, -1), a.clamp(0, sp.M - 1), move)
         return lpf, lpb.view(T, B)
 
-    def _gather_unique(self, fn, s: torch.Tensor, a: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """fn(s)[row, a[row]] where keep, else 0, evaluating fn once per distinct state."""
+    def _gather_unique(self, fn, s: torch.Tensor, a: torch.Tensor, keep: torch.Tensor,
+                       dedup: bool | None = None) -> torch.Tensor:
+        """fn(s)[row, a[row]] where keep, else 0, evaluating fn once per distinct state on
+        CPU. torch.unique's output size would make a GPU wait for the host inside the
+        step, so on a GPU every row is evaluated (same values; the GPU has the width)."""
+        if dedup is None:
+            dedup = s.device.type == "cpu"
+        if not dedup:
+            lp = fn(s).gather(1, a[:, None])[:, 0]
+            return torch.where(keep, lp, 0.0)
         if self.exact_ok:  # the state's index is a key (no overflow for enumerable spaces)
             u, inv = torch.unique(self.space.index(s), return_inverse=True)
         else:
