@@ -32,6 +32,18 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
+def timed(step, warm: int, steps: int, dev) -> float:
+    """steps/s of `step` after `warm` untimed calls, synchronising a GPU at both ends."""
+    for _ in range(warm):
+        step()
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(dev)
+    return steps / (time.perf_counter() - t)
+
+
 def ddpm_throughput(steps: int, batch: int, amp: bool, dev: torch.device) -> tuple[float, float]:
     import numpy as np
 
@@ -53,14 +65,7 @@ def ddpm_throughput(steps: int, batch: int, amp: bool, dev: torch.device) -> tup
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    sync(dev)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(dev)
-    train = steps / (time.perf_counter() - t)
+    train = timed(step, 3, steps, dev)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
         m.sample(256)
         sync(dev)
@@ -89,14 +94,7 @@ def hypergrid_throughput(steps: int, batch: int, ndim: int, dev: torch.device) -
         loss.backward()
         opt.step()
 
-    for _ in range(20):  # past the first steps, where trajectories are short
-        step()
-    sync(dev)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(dev)
-    train = steps / (time.perf_counter() - t)
+    train = timed(step, 20, steps, dev)  # 20 warm-up steps: an untrained policy stops early
     m.sample(batch)
     sync(dev)
     t = time.perf_counter()
