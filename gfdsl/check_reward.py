@@ -15,7 +15,6 @@ from gfdsl import ast
 from gfdsl.evaluate import Bad
 from gfdsl.library import REGISTRY
 from gfdsl.library.discrete import REWARD_OBJECTIVES, encoding_size, max_moves, space_size
-from gfdsl.library.registry import DISCRETE_TYPES
 
 MAX_MOVES = 100_000  # actions in one model: the policy nets output one logit each
 EXACT_LIMIT = 1 << 22  # states enumerated by exact evaluation
@@ -251,4 +250,4 @@ def _calls(model: ast.Model):
                     stack.append(e.operand)
 
 
-__all__ = ["RewardChecks", "DISCRETE_TYPES"]
+__all__ = ["RewardChecks"]
