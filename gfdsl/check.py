@@ -690,8 +690,8 @@ class Checker(RewardChecks):
                            hint="use a learned backward kernel such as learned_noising() or gaussian()")
             if needs == "reward":
                 self.error("E611", t["span"], objective=t["term"],
-                           hint="train from data with `elbo`, `mle` or `tbc`; rewards are not yet part of the "
-                                "language")
+                           hint="train from data with `elbo`, `mle` or `tbc`; a reward needs a reward-driven "
+                                "model (`action`s, a `reward`, `policy`s)")
             if needs == "exact":
                 stoch = next((k for k in bwd if "deterministic" not in k.caps), None)
                 if stoch is not None:

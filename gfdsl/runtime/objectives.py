@@ -138,9 +138,9 @@ class Objective:
 
 
 # -- reward-driven terms -----------------------------------------------------------------
-# Pure functions of a trajectory and a log-reward. Specs cannot name a reward yet, so the
-# checker refuses `tb` and `reverse_kl` on data-trained models (E611); these are the
-# functions the reward-driven specs will lower to, tested against hand-computed values.
+# Pure functions of a (data-model) trajectory and a log-reward, tested against hand-computed
+# values. A data-trained model has no reward, so the checker refuses `tb` and `reverse_kl`
+# there (E611); reward-driven specs lower to gfdsl.reward_model, which has its own tb.
 
 
 def trajectory_balance(t, log_Z: torch.Tensor, log_reward: torch.Tensor) -> torch.Tensor:
