@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gfdsl.runtime.discrete import Reward, Space, log_partition, terminating_distribution
+from gfdsl.runtime.discrete import Reward, Space, against_reward
 
 NEG_INF = float("-inf")
 
@@ -82,7 +82,6 @@ class RewardGfn(nn.Module):
         self.log_Z = nn.Parameter(torch.zeros(())) if "tb" in names else None
         self.epsilon, self.temperature = float(train["epsilon"]), float(train["temperature"])
         self.replay_cap, self.replay_fraction = int(train["replay"]), float(train["replay_fraction"])
-        self.off_policy = self.epsilon > 0 or self.temperature != 1.0 or self.replay_cap > 0
         self.exact_ok = attrs["space"]["enumerable"]
         # Decided here, once, from the train block: exploration changes which actions are
         # drawn, not how they are scored (the rollout keeps P_F's own log-probabilities
@@ -90,6 +89,7 @@ class RewardGfn(nn.Module):
         # backward, so they -- and the batch they join -- are rescored under P_F.
         self.explores = self.epsilon > 0 or self.temperature != 1.0
         self.rescores = self.replay_cap > 0
+        self.off_policy = self.explores or self.rescores
         if self.replay_cap:  # a FIFO of terminal states; buffers, so checkpoints keep it
             self.register_buffer("replay_x", space.s0(self.replay_cap, "cpu"))
             self.register_buffer("replay_n", torch.zeros((), dtype=torch.long))
@@ -111,9 +111,9 @@ class RewardGfn(nn.Module):
         """log P_B(a | s) (B, M) over the moves that could have produced s. Rows with no
         parent (the start state) stay finite, so no NaN reaches a gradient."""
         m = self.space.backward_mask(s)
-        has = m.any(1, keepdim=True)
         if self.pb is None:  # uniform over the parents
             return torch.where(m, -m.sum(1, keepdim=True).clamp(min=1).float().log(), NEG_INF)
+        has = m.any(1, keepdim=True)
         logits = self.nets[self.pb](self.space.encode(s))
         return torch.log_softmax(logits.masked_fill(~(m | ~has), NEG_INF), 1)
 
@@ -124,15 +124,19 @@ class RewardGfn(nn.Module):
 
     def rollout(self, B: int, explore: bool = False, score: bool = False) -> Traj:
         """B forward trajectories from the start state, drawn from P_F (or, with explore,
-        from its epsilon / temperature mixture). With score, the trajectory also carries
+        from its epsilon / temperature mixture). With score, the trajectory may also carry
         log P_F(a_t | s_t) of the current P_F for the actions taken (T, B), with its
-        graph: whatever mixture drew an action, the loss needs P_F's own log-probability,
-        which the rollout has just computed, so nothing is evaluated twice.
+        graph -- whatever mixture drew an action, the loss needs P_F's own log-probability
+        -- where keeping it is cheaper than rescoring (log_probs() rescores otherwise).
 
-        Three ways, chosen by size and device: through a table of P_F over every state
-        (enumerable spaces smaller than the rows a batch would evaluate); on CPU, stepping
-        only the rows still running and evaluating each distinct state once per step; or
-        every row every step (no host read: the way for a GPU)."""
+        Three ways, chosen by size and device:
+          table    enumerable spaces smaller than the rows a batch would evaluate: P_F of
+                   every state from one net call (kept, with its graph, as the score);
+          compact  CPU, coordinate spaces: only the rows still running, no graph
+                   (rescoring afterwards in one batched pass over distinct states beats
+                   backpropagating through one small graph per step);
+          steps    every row every step, no host read (the way for a GPU); the score is
+                   kept only where states rarely repeat (spaces too big to enumerate)."""
         sp = self.space
         if self.exact_ok and sp.n_states <= B * sp.max_level:
             with torch.set_grad_enabled(score and torch.is_grad_enabled()):
@@ -286,11 +290,11 @@ class RewardGfn(nn.Module):
         plus, with replay, trajectories drawn backward from buffered terminal states,
         which log_probs() rescores under the current P_F."""
         n_r = 0
-        if self.replay_cap:
+        if self.rescores:
             have = int(self.replay_n)  # one host read per step, only with replay
             n_r = min(int(round(self.replay_fraction * B)), have, B - 1)
         t = self.rollout(B - n_r, explore=self.explores, score=not n_r)
-        if self.replay_cap:
+        if self.rescores:
             self._remember(t.states[-1])
         if n_r:
             idx = torch.randint(0, min(have, self.replay_cap), (n_r,), device=self.replay_x.device)
@@ -437,10 +441,7 @@ class RewardGfn(nn.Module):
         """Exact terminating distribution vs R(x)/Z: L1 = sum_x |P_T(x) - R(x)/Z| (the
         convention of torchgfn's validation), total variation L1/2, KL(R/Z || P_T) and
         |log Z_model - log Z|."""
-        p_t, can_exit = terminating_distribution(self.space, self.log_pf_all)
-        log_r = self.reward(self.space.enumerate(self.device)).double()
-        log_z = log_partition(log_r, can_exit)
-        target = torch.where(can_exit, (log_r - log_z).exp(), 0.0)
+        p_t, target, log_z = against_reward(self.space, self.log_pf_all, self.reward)
         l1 = float((p_t - target).abs().sum())
         kl = float(torch.where(target > 0, target * (target.log() - p_t.clamp(min=1e-300).log()), 0.0).sum())
         lzm = self.log_z_model()
@@ -450,10 +451,8 @@ class RewardGfn(nn.Module):
 
     def distributions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(P_T, R/Z) over every state, for plots."""
-        p_t, can_exit = terminating_distribution(self.space, self.log_pf_all)
-        log_r = self.reward(self.space.enumerate(self.device)).double()
-        log_z = log_partition(log_r, can_exit)
-        return p_t, torch.where(can_exit, (log_r - log_z).exp(), 0.0)
+        p_t, target, _ = against_reward(self.space, self.log_pf_all, self.reward)
+        return p_t, target
 
 
 def lower_reward(g, source) -> RewardGfn:

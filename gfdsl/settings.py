@@ -27,8 +27,8 @@ class TrainSettings(Args):
 
 class RewardTrainSettings(TrainSettings):
     """Training of reward-driven models: exploration and replay make training off-policy,
-    which the compiler sees here, statically (gfdsl.runtime.discrete recomputes the
-    log-probabilities of such trajectories under the current policy)."""
+    which the compiler sees here, statically (gfdsl.reward_model keeps P_F's own
+    log-probabilities of explored actions and rescores replayed trajectories)."""
 
     lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb)")
     epsilon: float = Field(default=0.0, ge=0, le=1, description="epsilon-uniform exploration")
@@ -36,7 +36,3 @@ class RewardTrainSettings(TrainSettings):
     replay: NonNegInt = Field(default=0, le=10_000_000, description="replay buffer capacity (terminal states); 0 = none")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch drawn from the buffer")
     eval_every: NonNegInt = Field(default=0, description="steps between exact evaluations logged to metrics.jsonl")
-
-    @property
-    def off_policy(self) -> bool:
-        return self.epsilon > 0 or self.temperature != 1.0 or self.replay > 0

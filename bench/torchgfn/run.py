@@ -105,7 +105,7 @@ def run_gfdsl(ndim: int, batch: int, iters: int, seed: int, warmup: int = 20) ->
 
 def exact_l1_of_logits(ndim: int, logits: np.ndarray) -> float:
     """The exact L1 of a P_F given as logits over every state (gfdsl's state order)."""
-    from gfdsl.runtime.discrete import log_partition, terminating_distribution
+    from gfdsl.runtime.discrete import against_reward
 
     m = gfdsl_model(ndim, 0)
     sp = m.space
@@ -114,10 +114,8 @@ def exact_l1_of_logits(ndim: int, logits: np.ndarray) -> float:
     def log_pf(S):
         return torch.log_softmax(table[sp.index(S)].masked_fill(~sp.forward_mask(S), float("-inf")), 1)
 
-    p_t, can_exit = terminating_distribution(sp, log_pf)
-    log_r = m.reward(sp.enumerate()).double()
-    log_z = log_partition(log_r, can_exit)
-    return float((p_t - torch.where(can_exit, (log_r - log_z).exp(), 0.0)).abs().sum())
+    p_t, target, _ = against_reward(sp, log_pf, m.reward)
+    return float((p_t - target).abs().sum())
 
 
 def main() -> int:

@@ -248,3 +248,13 @@ def terminating_distribution(space: Space, log_pf_fn, chunk: int = 1 << 16) -> t
 
 def log_partition(log_r: torch.Tensor, can_exit: torch.Tensor) -> float:
     return float(torch.logsumexp(torch.where(can_exit, log_r.double(), -math.inf), 0))
+
+
+@torch.no_grad()
+def against_reward(space: Space, log_pf_fn, reward) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The exact P_T of a forward policy beside its target over every state: (P_T (N,),
+    R(x)/Z (N,, 0 where exit is not allowed), log Z), all float64."""
+    p_t, can_exit = terminating_distribution(space, log_pf_fn)
+    log_r = reward(space.enumerate(space.device)).double()
+    log_z = log_partition(log_r, can_exit)
+    return p_t, torch.where(can_exit, (log_r - log_z).exp(), 0.0), log_z
