@@ -18,7 +18,7 @@ from gfdsl import ast
 from gfdsl.check_reward import RewardChecks
 from gfdsl.errors import Diagnostic, GfdslError, diag, did_you_mean
 from gfdsl.evaluate import Bad, Evaluator, Scope, uses_var
-from gfdsl.library import REGISTRY, Ref
+from gfdsl.library import REGISTRY
 from gfdsl.library.registry import VALUE_TYPES, KernelUse, NetFacts, StateType
 from gfdsl.settings import RewardTrainSettings, TrainSettings
 from gfdsl.source import NO_SPAN, Source, Span
@@ -138,9 +138,14 @@ class Checker(RewardChecks):
         singles = self._singletons(items, reward_model)
         if reward_model:
             self._reward_model(items, singles)
-            if self.diags:
-                raise GfdslError(_dedupe(self.diags))
-            return self.out
+        else:
+            self._data_model(items, singles)
+        if self.diags:
+            raise GfdslError(_dedupe(self.diags))
+        return self.out
+
+    def _data_model(self, items, singles) -> None:
+        """A model trained from data: source, data state, steps, data set, objective."""
         for n in self.out.nodes.values():
             if n.type.discrete_space:
                 self.error("E612", n.span, what=f"the space type {n.type.dtype}", kind="reward-driven",
@@ -160,9 +165,6 @@ class Checker(RewardChecks):
         self._train(singles.get("train"))
         if not self.diags:
             self._capabilities()
-        if self.diags:
-            raise GfdslError(_dedupe(self.diags))
-        return self.out
 
     # -- declarations and singletons -----------------------------------------------------------
 
@@ -615,8 +617,7 @@ class Checker(RewardChecks):
             e = ast.Call(e.name, (), e.span, e.span)
         if isinstance(e, ast.Call):
             entry, args = self._call_args(e, "objective", self.scope, refs=refs)
-            a = {k: (str(v) if isinstance(v, Ref) else v) for k, v in args.model_dump(by_alias=True).items()}
-            out.append(dict(coef=coef, term=entry.name, args=a, span=e.span))
+            out.append(dict(coef=coef, term=entry.name, args=args.model_dump(by_alias=True), span=e.span))
             return
         if isinstance(e, ast.Neg):
             return self._terms(e.operand, -coef, out, refs)

@@ -170,7 +170,7 @@ class RewardChecks:
                 ok = False
                 continue
             a = args.model_dump()
-            pol[d.direction] = dict(entry=entry.name, args={k: str(v) for k, v in a.items()},
+            pol[d.direction] = dict(entry=entry.name, args=a,
                                     learned=bool(entry.learned(args)), span=d.span)
             if "net" in a and state is not None and actions is not None:
                 n_out = len(actions[0]) + (1 if d.direction == "forward" else 0)

@@ -279,16 +279,13 @@ def cmd_run(a) -> int:
                 + ("n/a (no log Z in this parametrisation)" if s["log_z_error"] is None else f"{s['log_z_error']:.4g}")
                 if s["evaluation"] == "exact" else
                 f"mean log R {s['mean_log_reward']:.3f} over {s['n_samples']} samples ({s['distinct']} distinct)")
-        print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
-              + what)
-        print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png}")
-        return 0
-    est = s["nll_estimator"]
-    est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
-    bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
+    else:
+        est = s["nll_estimator"]
+        est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
+        bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
+        what = f"test NLL {s['test_nll_nats']:.4f} nats ({est}, {s['n_eval']} points){bpd}"
     print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
-          f"test NLL {s['test_nll_nats']:.4f} nats ({est}, {s['n_eval']} points){bpd}")
-    out = a.resume or opts.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
+          + what)
     print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png}")
     return 0
 

@@ -212,23 +212,28 @@ def format_source(source: Source) -> str:
     return em.text()
 
 
+def _named(name: str, r: ast.IndexRange | None) -> str:
+    """`name` or `name[v in lo..hi]`: the head of a state, net or action declaration."""
+    return f"{name}[{rng(r)}]" if r else name
+
+
 def _item(it) -> str:
     if isinstance(it, ast.ScheduleDecl):
         return f"schedule {it.name} = {call(it.call)}"
     if isinstance(it, ast.StateDecl):
-        return f"state {it.name}{'[' + rng(it.range) + ']' if it.range else ''} : {type_(it.type)}"
+        return f"state {_named(it.name, it.range)} : {type_(it.type)}"
     if isinstance(it, ast.SourceDecl):
         return f"source {ref(it.ref)}" + (f" ~ {call(it.prior)}" if it.prior else "")
     if isinstance(it, ast.DataStateDecl):
         return f"data {ref(it.ref)}"
     if isinstance(it, ast.NetDecl):
-        return f"net {it.name}{'[' + rng(it.range) + ']' if it.range else ''} = {call(it.call)}"
+        return f"net {_named(it.name, it.range)} = {call(it.call)}"
     if isinstance(it, ast.DatasetDecl):
         return f"dataset = {call(it.call)}"
     if isinstance(it, ast.ObjectiveDecl):
         return f"objective = {expr(it.expr)}"
     if isinstance(it, ast.ActionDecl):
-        return f"action {it.name}{'[' + rng(it.range) + ']' if it.range else ''} = {call(it.call)}"
+        return f"action {_named(it.name, it.range)} = {call(it.call)}"
     if isinstance(it, ast.RewardDecl):
         return f"reward = {call(it.call)}"
     if isinstance(it, ast.PolicyDecl):

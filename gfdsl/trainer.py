@@ -350,7 +350,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     warm = s["warmup"]
     loss_fn = torch.compile(loss_fn_module) if compiled_loss else loss_fn_module
     log_every = opts.log_every or max(1, min(500, steps // 50))
-    eval_every = s.get("eval_every", 0) if G["kind"] == "reward" else 0
+    eval_every = s.get("eval_every", 0)  # a reward-model setting (RewardTrainSettings)
     ckpt_every = s["checkpoint_every"]
     labels = _health_labels(model, c)
     n_h = len(labels)
