@@ -62,28 +62,42 @@ def data(dataset: str, n_val: int):
     return (torch.tensor(v, dtype=torch.float32) for v in (tr, va, te))
 
 
-def train_eval(model: str, dataset: str, T: int, config: str, lam: float, seed: int, steps: int, batch: int,
-               k: int, sets: dict, n_test: int) -> dict:
+def build(model: str, dataset: str, T: int, seed: int, config: str = "pb-only", lam: float | None = None):
+    """One of the two models, lowered with parameters drawn from `seed`."""
     from gfdsl.driver import check_source
     from gfdsl.lower import lower
-    from gfdsl.trainer import make_optimizer
 
-    over = {"T": T, **({"lambda": lam} if model == "mle_gfn" else {})}
+    over = {"T": T, **({"lambda": lam} if model == "mle_gfn" and lam is not None else {})}
     c = check_source(spec_text(model, dataset, config), over)
     torch.manual_seed(seed)
-    m = lower(c.graph, c.source)
-    m.objective.total_steps = steps
-    params = [p for p in m.parameters() if p.requires_grad]
-    opt = make_optimizer(torch.optim.Adam, [{"params": params, "lr": 1e-3}], 1e-3, 0.0)
-    gen = torch.Generator().manual_seed(seed)
-    tr = sets["train"]
-    t0 = time.perf_counter()
-    for step in range(steps):
-        x = tr[torch.randint(0, tr.shape[0], (batch,), generator=gen)]
-        loss, _ = m.loss(x, step)
+    return lower(c.graph, c.source)
+
+
+def adam(m):
+    from gfdsl.trainer import make_optimizer
+
+    return make_optimizer(torch.optim.Adam, [{"params": [p for p in m.parameters() if p.requires_grad], "lr": 1e-3}],
+                          1e-3, 0.0)
+
+
+def fit(m, x: torch.Tensor, steps: int, start: int, batch: int, gen, opt) -> None:
+    """`steps` gradient steps on batches drawn from x, numbered from `start`."""
+    m.train()
+    for step in range(start, start + steps):
+        b = x[torch.randint(0, x.shape[0], (batch,), generator=gen)]
+        loss, _ = m.loss(b, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+
+def train_eval(model: str, dataset: str, T: int, config: str, lam: float, seed: int, steps: int, batch: int,
+               k: int, sets: dict, n_test: int) -> dict:
+    m = build(model, dataset, T, seed, config, lam)
+    m.objective.total_steps = steps
+    opt = adam(m)
+    t0 = time.perf_counter()
+    fit(m, sets["train"], steps, 0, batch, torch.Generator().manual_seed(seed), opt)
     secs = time.perf_counter() - t0
     m.eval()
     torch.manual_seed(seed + 1)

@@ -24,26 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mle_gfn import DATASETS, data, spec_text  # noqa: E402
-
-
-def build(model: str, dataset: str, T: int, seed: int):
-    from gfdsl.driver import check_source
-    from gfdsl.lower import lower
-
-    c = check_source(spec_text(model, dataset), {"T": T})
-    torch.manual_seed(seed)
-    return lower(c.graph, c.source)
-
-
-def train(m, x: torch.Tensor, steps: int, start: int, batch: int, gen, opt) -> None:
-    m.train()
-    for step in range(start, start + steps):
-        b = x[torch.randint(0, x.shape[0], (batch,), generator=gen)]
-        loss, _ = m.loss(b, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+from mle_gfn import DATASETS, adam, build, data  # noqa: E402
+from mle_gfn import fit as train  # noqa: E402
 
 
 def nll(m, x: torch.Tensor, k: int, seed: int) -> float:
@@ -53,12 +35,10 @@ def nll(m, x: torch.Tensor, k: int, seed: int) -> float:
 
 
 def finetune(a) -> dict:
-    from gfdsl.trainer import make_optimizer
-
     tr, _, te = data("8gaussians", 10)
     te = te[:a.n_test]
     base = build("ddpm", "8gaussians", a.T, 0)
-    opt = make_optimizer(torch.optim.Adam, [{"params": list(base.parameters()), "lr": 1e-3}], 1e-3, 0.0)
+    opt = adam(base)
     gen = torch.Generator().manual_seed(0)
     curve = {"baseline": [], "branches": []}
     done = 0
@@ -75,7 +55,7 @@ def finetune(a) -> dict:
             own = m.state_dict()
             own.update({k: v for k, v in sd.items() if k.startswith("nets.eps")})  # the same P_F
             m.load_state_dict(own)
-            o = make_optimizer(torch.optim.Adam, [{"params": list(m.parameters()), "lr": 1e-3}], 1e-3, 0.0)
+            o = adam(m)
             g = torch.Generator().manual_seed(c)
             pts = [(c, nll(m, te, a.k, 1))]
             per = a.finetune // a.points
@@ -115,14 +95,12 @@ def samples_figure(a, path: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gfdsl.trainer import make_optimizer
-
     fig, ax = plt.subplots(2, len(DATASETS), figsize=(3 * len(DATASETS), 6))
     out = {}
     for j, ds in enumerate(DATASETS):
         tr, _, te = data(ds, 10)
         m = build("mle_gfn", ds, a.T, 0)
-        o = make_optimizer(torch.optim.Adam, [{"params": list(m.parameters()), "lr": 1e-3}], 1e-3, 0.0)
+        o = adam(m)
         train(m, tr, a.sample_steps, 0, a.batch, torch.Generator().manual_seed(0), o)
         m.eval()
         torch.manual_seed(2)
