@@ -15,12 +15,13 @@ from torch import nn
 
 import gfdsl.runtime  # noqa: F401  (switches off distribution validation)
 from gfdsl import ir
+from gfdsl.errors import GfdslError, diag
 from gfdsl.model import GfnModel, Plan, PlanStep
 from gfdsl.runtime import kernels as K
 from gfdsl.runtime import nets as N
 from gfdsl.runtime.objectives import Objective
 from gfdsl.runtime.schedules import Schedule
-from gfdsl.source import Source
+from gfdsl.source import Source, Span
 
 
 def _key(name: str) -> str:
@@ -87,10 +88,26 @@ def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
                               None if bwd["entry"] == "inverse" else _key(d["backward"]), pos,
                               tuple(index[c] for c in sorted(ctx_of.get(b, []))), tuple(d["span"])))
     plan = Plan(tuple(steps), tuple(order), _groups(steps, "fwd"), _groups(steps, "bwd"))
+    _decoders(plan, kernels, G, source)
     attrs = {k: G[k] for k in ("name", "dims", "objective", "dataset", "train", "source", "data")}
     model = GfnModel(attrs, plan, nets, kernels, schedules, prior, tuple(data["shape"]), data["dtype"])
     model.objective = Objective(model, G["objective"], source)
     return model
+
+
+def _decoders(plan: Plan, kernels: nn.ModuleDict, G: dict, source: Source | None) -> None:
+    """Tell each discretising ddpm_denoiser which step position writes the data state; one
+    that never does would discretise nothing, which is a mistake in the spec."""
+    last = plan.steps[-1]
+    for key, k in kernels.items():
+        if isinstance(k, K.DDPMDenoiser) and k.levels:
+            if last.fwd != key:
+                span = next(kk["span"] for kid, kk in G["kernels"].items() if _key(kid) == key)
+                raise GfdslError([diag("E802", source, Span(*span) if span else None,
+                                       message=f"ddpm_denoiser(levels = {k.levels}) discretises the step into the "
+                                               "data state, but no step using it ends there",
+                                       hint="use `levels` on the kernel of the step that produces the data")])
+            k.decode_pos = last.pos
 
 
 def _groups(steps, attr) -> tuple[tuple[int, ...], ...]:
@@ -111,7 +128,7 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int) -> nn.
     if e == "categorical":
         return K.CategoricalK(net, out["params"][0] if out["dtype"] == "cat" else 2)
     if e == "ddpm_denoiser":
-        return K.DDPMDenoiser(net, schedules[a["schedule"]], a["param"], a["variance"])
+        return K.DDPMDenoiser(net, schedules[a["schedule"]], a["param"], a["variance"], a["levels"])
     if e == "ddpm_noising":
         return K.DDPMNoising(schedules[a["schedule"]])
     if e == "learned_noising":

@@ -185,7 +185,27 @@ def _data(c: Compiled):
     g = c.graph
     if g.graph["kind"] == "reward":  # no data: the loop's batch is B empty rows
         return torch.zeros(1, 0), None
-    return load(g.graph["dataset"], g.nodes[g.graph["data"]], Path(c.source.path).resolve().parent)
+    train, test = load(g.graph["dataset"], g.nodes[g.graph["data"]], Path(c.source.path).resolve().parent)
+    _on_decoder_grid(c, train, test)
+    return train, test
+
+
+def _on_decoder_grid(c: Compiled, *sets: torch.Tensor) -> None:
+    """A discretised decoder (ddpm_denoiser(levels = L)) scores data on L values in
+    [-1, 1]; data off that grid would be scored as its nearest value, silently wrong."""
+    from gfdsl.source import Span
+
+    for k in c.graph.graph["kernels"].values():
+        L = k["args"].get("levels", 0) if k["entry"] == "ddpm_denoiser" else 0
+        for x in (x for x in sets if L and x is not None):
+            v = (x.double() + 1) * (L - 1) / 2  # grid values map to the integers 0..L-1
+            bad = ((v - v.round()).abs() > 1e-4) | (v < -1e-4) | (v > L - 1 + 1e-4)
+            if bool(bad.any()):
+                raise GfdslError([diag("E802", c.source, Span(*k["span"]),
+                                       message=f"ddpm_denoiser(levels = {L}) needs data on {L} evenly spaced values "
+                                               f"in [-1, 1], but the data holds {float(x.flatten()[bad.flatten()][0]):g}",
+                                       hint="drop `levels` for continuous data, or match it to the data's levels "
+                                            "(digits(binarize = false) has 17)")])
 
 
 def evaluate(model, test: torch.Tensor, k: int, n: int | None, seed: int) -> dict:
@@ -197,7 +217,10 @@ def evaluate(model, test: torch.Tensor, k: int, n: int | None, seed: int) -> dic
     nll = float(-ll.mean())
     out = {"test_nll_nats": nll, "n_eval": int(x.shape[0]),
            "nll_estimator": {"name": "exact"} if model.exact else {"name": "iwae", "k": k}}
-    if model.data_shape and int(np.prod(model.data_shape)) >= 16 and model.spec["dataset"]["entry"] == "digits":
+    # bits per dimension only where the likelihood is a probability of discrete pixels: binary
+    # or categorical data, or real data scored through a discretised decoder
+    discrete = model.data_dtype in ("binary", "cat") or any(getattr(k, "levels", 0) for k in model.kernels.values())
+    if discrete and model.data_shape and int(np.prod(model.data_shape)) >= 16 and model.spec["dataset"]["entry"] == "digits":
         out["test_bpd"] = nll / (int(np.prod(model.data_shape)) * math.log(2))
     return out
 

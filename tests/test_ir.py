@@ -14,7 +14,7 @@ from tests.conftest import SPECS
 
 # small dims keep the golden dumps short; the autoregressive spec's length is fixed by
 # its data set (64 binarised pixels), so it is dumped whole
-SMALL = {"ddpm": {"T": 3}, "mle_gfn": {"T": 3}, "schrodinger_bridge": {"T": 3}, "realnvp": {"K": 3},
+SMALL = {"ddpm": {"T": 3}, "ddpm_digits": {"T": 3}, "mle_gfn": {"T": 3}, "schrodinger_bridge": {"T": 3}, "realnvp": {"K": 3},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}, "hypergrid": {"D": 3, "H": 4}, "bitseq": {"L": 4}}
 
 

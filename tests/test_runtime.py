@@ -18,7 +18,7 @@ from gfdsl.lower import lower
 from gfdsl.runtime.kernels import Bijection
 from tests.conftest import SPECS
 
-SMALL = {"ddpm": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3},
+SMALL = {"ddpm": {"T": 4}, "ddpm_digits": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}}
 
 
@@ -295,3 +295,88 @@ def _reward_lowered_contract(spec, c, m, tmp_path):
     load_model(m2, str(tmp_path / "m.safetensors"))
     for (n1, p1), (n2, p2) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_discretised_decoder_is_a_normalised_probability_and_matches_hand_values():
+    """Ho et al. (2020) eq. 13: each of the L values gets the Gaussian's mass on its bin,
+    the outer bins reaching to -inf / +inf; so the L probabilities of one pixel sum to 1."""
+    from gfdsl.runtime.kernels import DiscretizedNormal
+
+    L = 17
+    grid = torch.linspace(-1, 1, L, dtype=torch.float64)
+    h = 1 / (L - 1)
+    for mu, sd in [(-1.3, 0.05), (0.01, 0.3), (0.4, 0.01), (2.0, 1.0)]:
+        N1 = torch.distributions.Normal(torch.tensor(mu, dtype=torch.float64), sd)
+        d = DiscretizedNormal(torch.full((L, 1), mu, dtype=torch.float64), torch.full((L, 1), sd, dtype=torch.float64),
+                              torch.ones(L, dtype=torch.bool), L)
+        p = d.log_prob(grid[:, None]).exp()  # (L,): one pixel at each grid value
+        hand = [(1.0 if k == L - 1 else float(N1.cdf(v + h))) - (0.0 if k == 0 else float(N1.cdf(v - h)))
+                for k, v in enumerate(grid)]
+        assert torch.allclose(p, torch.tensor(hand, dtype=torch.float64), rtol=1e-6, atol=1e-12)
+        assert math.isclose(float(p.sum()), 1.0, rel_tol=1e-9)
+    mu = torch.tensor([[-1.3, 0.01, 0.4, 2.0]], dtype=torch.float64)
+    sd = torch.tensor([[0.05, 0.3, 0.01, 1.0]], dtype=torch.float64)
+    N = torch.distributions.Normal(mu, sd)
+    # pixels are independent given the mean: a row's log-probability is the sum over pixels
+    x = grid[[0, 8, 11, 16]][None]
+    one = [DiscretizedNormal(mu[:, j:j + 1], sd[:, j:j + 1], torch.tensor([True]), L).log_prob(x[:, j:j + 1])
+           for j in range(4)]
+    assert torch.allclose(DiscretizedNormal(mu, sd, torch.tensor([True]), L).log_prob(x), sum(one))
+    # samples land on the grid with the bins' frequencies
+    torch.manual_seed(0)
+    d = DiscretizedNormal(torch.full((20000, 1), 0.01, dtype=torch.float64),
+                          torch.full((20000, 1), 0.3, dtype=torch.float64), torch.ones(20000, dtype=torch.bool), L)
+    y = d.sample()
+    freq = torch.stack([(y[:, 0] - v).abs().lt(1e-9).double().mean() for v in grid])
+    p = DiscretizedNormal(torch.full((L, 1), 0.01, dtype=torch.float64), torch.full((L, 1), 0.3, dtype=torch.float64),
+                          torch.ones(L, dtype=torch.bool), L).log_prob(grid[:, None]).exp()
+    assert math.isclose(float(freq.sum()), 1.0) and torch.allclose(freq, p, atol=0.01)
+    # rows not marked discrete are the plain Gaussian density
+    x = torch.randn(1, 4, dtype=torch.float64)
+    g = DiscretizedNormal(mu, sd, torch.tensor([False]), L).log_prob(x)
+    assert torch.allclose(g, N.log_prob(x).sum(1))
+    # far tails stay finite (log_ndtr, no cancellation) and give finite gradients
+    m = torch.tensor([[30.0, -30.0]], dtype=torch.float64, requires_grad=True)
+    lp = DiscretizedNormal(m, torch.full((1, 2), 0.01, dtype=torch.float64), torch.tensor([True]), L).log_prob(
+        torch.tensor([[0.0, 0.5]], dtype=torch.float64))
+    lp.backward()
+    assert torch.isfinite(lp).all() and torch.isfinite(m.grad).all() and float(lp.detach()) < -1e5
+
+
+def test_digits_ddpm_decodes_onto_the_grid_and_reports_bits_per_dim(tmp_path):
+    c, m = build([s for s in SPECS if s.stem == "ddpm_digits"][0])
+    fk = m.kernels["step1:forward"]
+    assert fk.levels == 17 and fk.decode_pos == 0  # x[1] -> x[0] is position 0
+    torch.manual_seed(0)
+    x0 = m.sample(5).states[-1]
+    k = (x0 + 1) * 8
+    assert torch.allclose(k, k.round(), atol=1e-5) and float(x0.min()) >= -1 and float(x0.max()) <= 1
+    y = torch.randn(3, 64)
+    i = torch.tensor([0, 1, 3])
+    from gfdsl.runtime.kernels import DiscretizedNormal
+
+    d = fk.dist(y, i)
+    assert isinstance(d, DiscretizedNormal) and d.disc.tolist() == [True, False, False]
+    # on the data step the log-likelihood is a log probability: never above 0
+    x = torch.randint(0, 17, (4, 64)).float() / 8 - 1
+    assert (m.log_likelihood(x, k=2) <= 0).all()
+
+
+def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root):
+    src = (in_root / "specs" / "ddpm_digits.gfn").read_text()
+    # data off the 17-level grid: refused before training, with the kernel's position
+    spec = tmp_path / "toy.gfn"
+    spec.write_text(src.replace("digits(binarize = false)", 'toy2d(name = "moons")').replace("D = 64", "D = 2"))
+    from gfdsl.cli import main
+
+    assert main(["run", str(spec), "--steps", "1", "--out", str(tmp_path / "r")]) == 1
+    # a discretising kernel on steps that never reach the data state
+    two = src.replace("for t in 1..T", "for t in 2..T").replace(
+        "  dataset =", "  step x[1] -> x[0] {\n    forward  = ddpm_denoiser(net = eps, schedule = beta1)\n"
+        "    backward = ddpm_noising(schedule = beta1)\n  }\n  schedule beta1 = linear(steps = 1)\n\n  dataset =")
+    two = two.replace("steps = T)", "steps = T - 1)")
+    with pytest.raises(GfdslError) as e:
+        c = check_source(two)
+        lower(c.graph, c.source)
+    d = e.value.diagnostics[0]
+    assert d.code == "E802" and d.span is not None and "no step using it ends there" in d.render()

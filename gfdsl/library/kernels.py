@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gfdsl.library.registry import (
     REGISTRY, Args, Entry, KernelUse, NetRef, PosFloat, Problem, ScheduleRef,
@@ -122,11 +122,26 @@ class DenoiserArgs(Args):
     schedule: ScheduleRef
     param: Literal["eps", "x0"] = "eps"
     variance: Literal["beta", "beta_tilde"] = "beta"
+    levels: int = Field(default=0, ge=0, le=65536, description=(
+        "0: a Gaussian on every step; L >= 2: the step into the data state is the discretised "
+        "Gaussian decoder over L evenly spaced values in [-1, 1] (Ho et al. 2020, sec. 3.3)"))
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (no discretised decoder) or at least 2")
+        return v
 
 
 def _denoiser_rule(use: KernelUse, a: DenoiserArgs) -> list[Problem]:
     n = use.out.numel
-    return (_dtype(use, "ddpm_denoiser", ("real",), "a real") + _same_shape(use, "ddpm_denoiser")
+    probs = []
+    if a.levels and (use.data is None or use.data.dtype != "real" or use.out != use.data):
+        probs.append(Problem("E403", "levels", dict(
+            kernel="ddpm_denoiser", need=f"a real data state for its discretised decoder (levels = {a.levels})",
+            src=use.inp_name, dst=use.out_name, hint="drop `levels`, or use it on the steps into the data state")))
+    return probs + (_dtype(use, "ddpm_denoiser", ("real",), "a real") + _same_shape(use, "ddpm_denoiser")
             + _net_sizes(use, "ddpm_denoiser", a.net, n + use.context_numel, n,
                          f"for its {'noise' if a.param == 'eps' else 'x0'} prediction of {use.out_name} ({use.out})")
             + _time(use, "ddpm_denoiser", a.net) + _schedule(use, a.schedule))

@@ -75,12 +75,56 @@ class CategoricalK(Kernel):
         return Independent(Categorical(logits=logits.view(B, self.k, -1).transpose(1, 2)), 1)
 
 
-class DDPMDenoiser(Kernel):
-    """p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (Ho et al. 2020, eq. 11)."""
+class DiscretizedNormal(Distribution):
+    """Per-row choice between N(mu, scale^2 I) and its discretisation onto L evenly spaced
+    values in [-1, 1] (Ho et al. 2020, eq. 13): the mass of each value is the Gaussian's
+    mass on its bin, the outermost bins reaching to -inf and +inf, so log_prob is a log
+    probability (not a density) on rows where `disc` (B,) is true. mu, scale: (B, n).
+    """
 
-    def __init__(self, net: nn.Module, sched: Schedule, param: str, variance: str):
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, mu: torch.Tensor, scale: torch.Tensor, disc: torch.Tensor, levels: int):
+        self.mu, self.scale, self.disc, self.L = mu, scale, disc, levels
+        super().__init__(mu.shape[:1], validate_args=False)
+
+    def snap(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest grid value of each entry (the grid is -1 + 2k / (L - 1), k = 0..L-1)."""
+        k = torch.round((x + 1) * (self.L - 1) / 2).clamp(0, self.L - 1)
+        return k * (2 / (self.L - 1)) - 1
+
+    @torch.no_grad()
+    def sample(self, sample_shape=torch.Size()):
+        y = self.mu + self.scale * torch.randn_like(self.mu)
+        return torch.where(self.disc[:, None], self.snap(y), y)
+
+    def log_prob(self, value):
+        gauss = Normal(self.mu, self.scale).log_prob(value).sum(1)
+        h = 1.0 / (self.L - 1)  # half a bin
+        a = (value - h - self.mu) / self.scale  # (B, n) standardised lower bin edge
+        b = (value + h - self.mu) / self.scale
+        # log(Phi(b) - Phi(a)) on the side of 0 where both tails are small (no cancellation)
+        flip = a > 0
+        lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+        l_hi, l_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+        mid = l_hi + torch.log(-torch.expm1((l_lo - l_hi).clamp_max(-1e-12)))
+        k = torch.round((value + 1) / (2 * h))
+        lp = torch.where(k <= 0, torch.special.log_ndtr(b),
+                         torch.where(k >= self.L - 1, torch.special.log_ndtr(-a), mid)).sum(1)
+        return torch.where(self.disc, lp, gauss)
+
+
+class DDPMDenoiser(Kernel):
+    """p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (Ho et al. 2020, eq. 11); with
+    `levels` L, the step into the data state (position `decode_pos`, set by lowering) is
+    that Gaussian discretised onto L values in [-1, 1] (eq. 13), so the likelihood of
+    discrete data (images) is a probability and converts to bits per dimension."""
+
+    def __init__(self, net: nn.Module, sched: Schedule, param: str, variance: str, levels: int = 0):
         super().__init__()
-        self.net, self.s, self.param, self.variance = net, sched, param, variance
+        self.net, self.s, self.param, self.variance, self.levels = net, sched, param, variance, levels
+        self.decode_pos: int | None = None
 
     def eps_pred(self, x, i, ctx=None):
         return self.net(_in(x, ctx), _t(i))
@@ -97,7 +141,10 @@ class DDPMDenoiser(Kernel):
 
     def dist(self, x, i, ctx=None):
         mu = self.mean(x, i, ctx)
-        return diag_normal(mu, (0.5 * self.log_var(i)).exp()[:, None].expand_as(mu))
+        scale = (0.5 * self.log_var(i)).exp()[:, None].expand_as(mu)
+        if self.levels and self.decode_pos is not None:
+            return DiscretizedNormal(mu, scale, i == self.decode_pos, self.levels)
+        return diag_normal(mu, scale)
 
 
 class DDPMNoising(Kernel):
