@@ -21,6 +21,9 @@ class TrainSettings(Args):
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: PosFloat | None = Field(default=None, description="clip the global gradient norm")
     warmup: NonNegInt = Field(default=0, description="linear learning-rate warm-up steps")
+    lr_decay: Literal["none", "cosine"] = Field(default="none", description=(
+        "cosine: the learning rate falls to 0 along the run, or along each round of ipf(rounds), "
+        "each round being its own fit"))
     eval_k: PosInt = Field(default=100, le=100_000, description="backward trajectories per point in eval")
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
 

@@ -371,6 +371,18 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     if resume and ranks.main:
         _truncate_metrics(out / "metrics.jsonl", start)  # lines after the checkpoint are redone
     warm = s["warmup"]
+    decay = s.get("lr_decay", "none") == "cosine"
+    # cosine decay restarts each IPF round: every round is a fresh fit of one policy
+    rounds = next((t["args"]["rounds"] for t in G.get("objective") or [] if t["term"] == "ipf"), 1)
+    period = max(1, steps // rounds)
+
+    def lr_factor(step: int) -> float:
+        """Multiplier of each group's base rate at 1-based `step`: a pure function of the
+        step, so a resumed run follows the same schedule."""
+        f = min(1.0, step / warm) if warm else 1.0
+        if decay:
+            f *= 0.5 * (1 + math.cos(math.pi * ((step - 1) % period) / period))
+        return f
     loss_fn = torch.compile(loss_fn_module) if compiled_loss else loss_fn_module
     log_every = opts.log_every or max(1, min(500, steps // 50))
     eval_every = s.get("eval_every", 0)  # a reward-model setting (RewardTrainSettings)
@@ -405,9 +417,10 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         with progress as bar:
             bar.update(start, float("nan"), 0.0)
             for step in range(start + 1, steps + 1):
-                if warm:
+                if warm or decay:
+                    f = lr_factor(step)
                     for g in opt.param_groups:
-                        g["lr"] = g["base_lr"] * min(1.0, step / warm)
+                        g["lr"] = g["base_lr"] * f
                 idx = torch.randint(0, train_x.shape[0], (batch,), device=device, generator=gen)
                 if ranks.enabled:  # every rank draws the global batch and takes its shard
                     idx = idx[ranks.rank * shard:(ranks.rank + 1) * shard]

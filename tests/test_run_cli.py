@@ -110,3 +110,21 @@ def test_check_still_does_not_import_torch_after_run_exists(in_root):
     code = "import sys; from gfdsl.cli import main; main(['check','-q','specs/hvae.gfn']); print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=in_root)
     assert r.stdout.strip() == "False", r.stderr
+
+
+@pytest.mark.parametrize("spec, steps, period", [("ddpm", 10, 10), ("schrodinger_bridge", 12, 2)])
+def test_cosine_lr_decay_over_the_run_or_each_ipf_round(spec, steps, period, tmp_path, in_root):
+    """lr_decay = "cosine": the rate at 1-based step s is lr * (1 + cos(pi * ((s - 1) % P) / P)) / 2,
+    P the run (or, under ipf(rounds = 6), one round); read back from the last checkpoint."""
+    import math
+
+    from gfdsl.trainer import RunOptions, read_checkpoint, train
+
+    src = (in_root / "specs" / f"{spec}.gfn").read_text().replace("  train {", '  train {\n    lr_decay = "cosine"', 1)
+    p = tmp_path / f"{spec}.gfn"
+    p.write_text(src)
+    train(str(p), RunOptions(out=str(tmp_path / "r"), steps=steps, batch=8, eval_n=4, eval_k=2, progress=False),
+          overrides={"T": 3})
+    _, meta = read_checkpoint(tmp_path / "r" / "checkpoint.safetensors")
+    lr = json.loads(meta["param_groups"])[0]["lr"]
+    assert math.isclose(lr, 1e-3 * 0.5 * (1 + math.cos(math.pi * ((steps - 1) % period) / period)), rel_tol=1e-9)
