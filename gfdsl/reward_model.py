@@ -53,6 +53,10 @@ class _Health:
         self.health = torch.ones(2, dtype=torch.bool)
         self.total_steps = 1
 
+    @property
+    def round_length(self) -> int:  # no rounds: the whole run
+        return self.total_steps
+
 
 def _sample(logp: torch.Tensor) -> torch.Tensor:
     """A sample of Categorical(exp(logp)) per row (B,); -inf entries are never drawn."""

@@ -372,9 +372,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         _truncate_metrics(out / "metrics.jsonl", start)  # lines after the checkpoint are redone
     warm = s["warmup"]
     decay = s.get("lr_decay", "none") == "cosine"
-    # cosine decay restarts each IPF round: every round is a fresh fit of one policy
-    rounds = next((t["args"]["rounds"] for t in G.get("objective") or [] if t["term"] == "ipf"), 1)
-    period = max(1, steps // rounds)
+    period = model.objective.round_length  # cosine decay restarts each IPF round: each is its own fit
 
     def lr_factor(step: int) -> float:
         """Multiplier of each group's base rate at 1-based `step`: a pure function of the

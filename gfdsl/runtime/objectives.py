@@ -42,10 +42,17 @@ class Objective:
             if name == "elbo" and args["weighting"] == "simple":
                 self.simple = self._simple_parts(model, span, source)
         self.total_steps = 1  # set by the trainer (ipf needs its round length)
+        self.rounds = next((a["rounds"] for _, n, a, _ in self.terms if n == "ipf"), 1)
         need_rs = any(n == "elbo" and a["train"] == "both" for _, n, a, _ in self.terms)
         ks = [a["k"] for _, n, a, _ in self.terms if n == "tbc"]
         self.k = max(ks, default=1)
         self.rsample = need_rs
+
+    @property
+    def round_length(self) -> int:
+        """Steps per IPF round (the whole run without ipf); the trainer's cosine decay
+        restarts on the same boundaries."""
+        return max(1, self.total_steps // self.rounds)
 
     @staticmethod
     def _simple_parts(model, span, source):
@@ -74,7 +81,7 @@ class Objective:
             if name == "elbo" and args["weighting"] == "simple":
                 v = self._l_simple(x)
             elif name == "ipf":
-                v = self._ipf(model, x, step, args["rounds"])
+                v = self._ipf(model, x, step)
             elif name == "elbo" and args["train"] == "both":
                 t = model.infer(x, 1, rsample=True)
                 self._check(t)
@@ -122,9 +129,8 @@ class Objective:
         target = eps if fk.param == "eps" else x0
         return ((out - target) ** 2).mean()
 
-    def _ipf(self, model, x, step, rounds):
-        per = max(1, self.total_steps // rounds)
-        if (step // per) % 2 == 0:  # fit P_F: maximise log P_F on backward trajectories from data
+    def _ipf(self, model, x, step):
+        if (step // self.round_length) % 2 == 0:  # fit P_F: maximise log P_F on backward trajectories from data
             with torch.no_grad():
                 t = model.infer(x)
             t.log_pf = model._forward_log_probs(t.states, x.shape[0], {})
