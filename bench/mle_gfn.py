@@ -59,10 +59,11 @@ def spec_text(model: str, dataset: str, config: str = "pb-only") -> str:
 
 
 def data(dataset: str, n_val: int):
+    from gfdsl.library.datasets import DigitsArgs
     from gfdsl.runtime.data import load, toy2d
 
     if dataset == "digits":  # 1797 images: the test split of the specs, validation carved from training
-        tr, te = load({"entry": "digits", "args": {"binarize": False, "test_fraction": 0.2, "seed": 0}},
+        tr, te = load({"entry": "digits", "args": DigitsArgs(binarize=False).model_dump()},
                       {"dtype": "real", "shape": [64]}, ROOT)
         return tr[n_val:], tr[:n_val], te
 

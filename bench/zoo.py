@@ -56,9 +56,10 @@ def variant(spec: str, tmp: Path, data: str | None = None, extra: dict | None = 
 def independent_pixels_bpd() -> float:
     """Test bits/dim of 64 independent categoricals over the 17 grey levels, fitted to the
     training split by counting (plus 1/2 per level): the floor any image model should beat."""
+    from gfdsl.library.datasets import DigitsArgs
     from gfdsl.runtime.data import load
 
-    tr, te = load({"entry": "digits", "args": {"binarize": False, "test_fraction": 0.2, "seed": 0}},
+    tr, te = load({"entry": "digits", "args": DigitsArgs(binarize=False).model_dump()},
                   {"dtype": "cat", "shape": [64]}, ROOT)
     counts = torch.stack([torch.bincount(tr[:, j], minlength=17) for j in range(64)]).double() + 0.5  # (64, 17)
     logp = (counts / counts.sum(1, keepdim=True)).log()
