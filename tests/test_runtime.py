@@ -362,7 +362,7 @@ def test_digits_ddpm_decodes_onto_the_grid_and_reports_bits_per_dim(tmp_path):
     assert (m.log_likelihood(x, k=2) <= 0).all()
 
 
-def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root):
+def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root, capsys):
     src = (in_root / "specs" / "ddpm_digits.gfn").read_text()
     # data off the 17-level grid: refused before training, with the kernel's position
     spec = tmp_path / "toy.gfn"
@@ -370,6 +370,9 @@ def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root):
     from gfdsl.cli import main
 
     assert main(["run", str(spec), "--steps", "1", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "error[E802]: ddpm_denoiser(levels = 17) needs data on 17 evenly spaced values" in err
+    assert f"{spec}:" in err and "Traceback" not in err
     # a discretising kernel on steps that never reach the data state
     two = src.replace("for t in 1..T", "for t in 2..T").replace(
         "  dataset =", "  step x[1] -> x[0] {\n    forward  = ddpm_denoiser(net = eps, schedule = beta1)\n"
