@@ -383,3 +383,26 @@ def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root, capsys)
         lower(c.graph, c.source)
     d = e.value.diagnostics[0]
     assert d.code == "E802" and d.span is not None and "no step using it ends there" in d.render()
+
+
+@pytest.mark.parametrize("act", ["relu", "silu", "gelu", "tanh", "elu"])
+@pytest.mark.parametrize("hidden", [[], [7], [16, 16]])
+def test_mlp_replay_has_the_values_and_gradients_of_forward(act, hidden):
+    """MLP.forward_keep + replay (a rollout's forward pass, differentiated later without
+    recomputing it) give forward()'s values and autograd's parameter gradients."""
+    from gfdsl.runtime.nets import MLP
+
+    torch.manual_seed(0)
+    net = MLP(5, 3, hidden, act)
+    x, w = torch.randn(9, 5), torch.randn(9, 3)
+    (net(x) * w).sum().backward()
+    want = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    with torch.no_grad():
+        out, keep = net.forward_keep(x)
+    y = net.replay(out, x, keep)
+    assert torch.equal(y, net(x).detach())
+    assert y.requires_grad and not out.requires_grad
+    (y * w).sum().backward()
+    for p, g in zip(net.parameters(), want):
+        assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-7)

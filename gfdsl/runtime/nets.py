@@ -48,6 +48,11 @@ class MLP(nn.Module):
         layers.append(nn.Linear(dims[-1], out))
         self.body = nn.Sequential(*layers)
         self.act = FUNCTIONAL[act]
+        # the Linear layers, for forward(): a rollout calls a small net once per step,
+        # where nn.Module attribute lookups (body[i], .weight) cost as much as a matmul
+        # of a few rows; parameters are read from each layer's _parameters at every call
+        # (so .to(), load_state_dict and DDP, which may replace them, stay correct)
+        self._lins = tuple(layers[0::2])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
@@ -57,16 +62,85 @@ class MLP(nn.Module):
         # The layers are applied as functions, not through nn.Module calls: a rollout
         # calls a small net once per step, where module dispatch costs as much as the
         # arithmetic (bench/torchgfn). Parameters and state-dict keys are body.N.*.
-        body = self.body
-        n = len(body)
-        for i in range(0, n, 2):
-            lin = body[i]
-            x = nn.functional.linear(x, lin.weight, lin.bias)
-            if i + 1 < n:
-                x = self.act(x)
+        lins, act = self._lins, self.act
+        last = len(lins) - 1
+        for i, lin in enumerate(lins):
+            p = lin._parameters
+            x = nn.functional.linear(x, p["weight"], p["bias"])
+            if i < last:
+                x = act(x)
         # under bf16 autocast the layers run in bf16; kernels get float32 so that
         # log-probabilities are computed and accumulated in float32
         return x.float()
+
+    @property
+    def replayable(self) -> bool:
+        """Whether forward_keep/replay apply: no step embedding (its input is not kept)."""
+        return self.embed is None
+
+    def forward_keep(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """forward(x) without a graph, and what the backward pass needs of each hidden
+        layer (B, h_l): its output for relu (its derivative is where the output is > 0),
+        else its pre-activation. replay() turns an output computed this way into one with
+        the parameters' graph, without computing it again."""
+        lins, keep, relu = self._lins, [], self.act is nn.functional.relu
+        last = len(lins) - 1
+        for i, lin in enumerate(lins):
+            p = lin._parameters
+            x = nn.functional.linear(x, p["weight"], p["bias"])
+            if i < last:
+                if relu:
+                    x = x.relu_()
+                    keep.append(x)
+                else:
+                    keep.append(x)
+                    x = self.act(x)
+        return x.float(), keep  # float32, as forward()
+
+    def replay(self, out: torch.Tensor, x: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
+        """out (B, out) = forward_keep(x), now differentiable in the parameters: the same
+        values, and the gradients of having evaluated forward(x) on these rows."""
+        params = [t for lin in self._lins for t in (lin._parameters["weight"], lin._parameters["bias"])]
+        return _Replay.apply(self, out, len(keep) + 1, x, *keep, *params)
+
+
+class _Replay(torch.autograd.Function):
+    """An MLP's output whose forward pass was already computed (MLP.forward_keep), with
+    the backward pass of its layers written out: for layer l with input a (B, in) and
+    output gradient g (B, out), dW = g^T a, db = sum_B g, and g W is the gradient of
+    the input, through the activation's derivative (relu: where its output is > 0, the
+    kernel autograd uses; other activations by autograd on the kept pre-activation)."""
+
+    @staticmethod
+    def forward(ctx, mlp, out, n_keep, *rest):
+        keep, params = rest[:n_keep], rest[n_keep:]
+        ctx.mlp, ctx.n_keep = mlp, n_keep
+        ctx.save_for_backward(*keep, *params)
+        return out.clone()  # a new tensor, so that callers may mask it in place
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        saved = ctx.saved_tensors
+        keep, params = saved[:ctx.n_keep], saved[ctx.n_keep:]  # keep: x, then per hidden layer
+        act, relu = ctx.mlp.act, ctx.mlp.act is nn.functional.relu
+        grads = [None] * len(params)
+        need = ctx.needs_input_grad[3 + ctx.n_keep:]
+        g = g.to(params[0].dtype)
+        for l in range(len(params) // 2 - 1, -1, -1):  # the last layer first
+            h = keep[l]  # layer l's input is x (l = 0), else act(h) or h itself (relu)
+            a = h if relu or not l else act(h)
+            grads[2 * l] = g.t().mm(a) if need[2 * l] else None
+            grads[2 * l + 1] = g.sum(0) if need[2 * l + 1] else None
+            if l:
+                g = g.mm(params[2 * l])
+                if relu:
+                    g = torch.ops.aten.threshold_backward(g, h, 0.0)
+                else:
+                    with torch.enable_grad():
+                        hh = h.detach().requires_grad_()
+                        (g,) = torch.autograd.grad(act(hh), hh, g)
+        return (None, None, None, *([None] * ctx.n_keep), *grads)
 
 
 class MaskedLinear(nn.Linear):
