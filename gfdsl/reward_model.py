@@ -40,10 +40,21 @@ NEG_INF = float("-inf")
 
 
 @dataclass
+class Kept:
+    """The compact rollout's own evaluations of P_F, kept for scoring: R rows, one per
+    state evaluated (a step's rows that share a state share a row), in rollout order."""
+    states: torch.Tensor  # (R, n) long
+    out: torch.Tensor  # (R, A) the net's output (masked where the rollout masked it)
+    hidden: list[torch.Tensor]  # per hidden layer (R, h), see MLP.forward_keep
+    row: torch.Tensor  # (T * B,) long: the row of each transition's state (0 on padding)
+
+
+@dataclass
 class Traj:
     states: torch.Tensor  # (T + 1, B, n) long
     actions: torch.Tensor  # (T, B) long
     log_pf: torch.Tensor | None = None  # (T, B), kept from an on-policy rollout
+    kept: Kept | None = None  # the compact rollout's forward pass (then log_pf is None)
 
 
 class _Health:
@@ -63,6 +74,13 @@ def _sample(logp: torch.Tensor) -> torch.Tensor:
     return torch.multinomial(logp.exp(), 1)[:, 0]
 
 
+def _gumbel(*shape: int, device=None) -> torch.Tensor:
+    """Standard Gumbel noise G = -log(-log U): argmax(logits + G) over a row is a sample of
+    softmax(logits) (the Gumbel-max trick), with no exp, normalisation or multinomial
+    call. U is kept off 0 so that G is finite and -inf logits are never drawn."""
+    return torch.rand(*shape, device=device).clamp_(min=1e-30).log_().neg_().log_().neg_()
+
+
 def _pad(t: Traj, T: int) -> Traj:
     extra = T - t.actions.shape[0]
     if extra <= 0:
@@ -73,6 +91,11 @@ def _pad(t: Traj, T: int) -> Traj:
 
 
 class RewardGfn(nn.Module):
+    # the compact rollout evaluates each distinct state of a step once while the step
+    # before had at least this many rows repeating a state (a torch.unique over a step's
+    # rows costs about as much as evaluating this many rows of a 256-wide MLP on a CPU)
+    DEDUP = 12
+
     def __init__(self, attrs: dict, space: Space, nets: nn.ModuleDict, pf: str, pb: str | None, reward: Reward,
                  terms: list[tuple[float, str, dict]], train: dict):
         super().__init__()
@@ -108,17 +131,18 @@ class RewardGfn(nn.Module):
 
     def log_pf_all(self, s: torch.Tensor) -> torch.Tensor:
         """log P_F(a | s) (B, A), -inf where a is not allowed."""
-        logits = self.nets[self.pf](self.space.encode(s))
-        return torch.log_softmax(logits.masked_fill(self.space.forward_blocked(s), NEG_INF), 1)
+        logits = self.nets[self.pf](self.space.encode(s))  # a fresh tensor: masked in place
+        return torch.log_softmax(self.space.mask_logits_(logits, s), 1)
 
-    def log_pb_all(self, s: torch.Tensor) -> torch.Tensor:
-        """log P_B(a | s) (B, M) over the moves that could have produced s. Rows with no
-        parent (the start state) stay finite, so no NaN reaches a gradient."""
+    def log_pb_all(self, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """log P_B(a | s) (B, M) over the moves that could have produced s (x: s encoded,
+        if the caller has it). Rows with no parent (the start state) stay finite, so no
+        NaN reaches a gradient."""
         m = self.space.backward_mask(s)
         if self.pb is None:  # uniform over the parents
             return torch.where(m, -m.sum(1, keepdim=True).clamp(min=1).float().log(), NEG_INF)
         has = m.any(1, keepdim=True)
-        logits = self.nets[self.pb](self.space.encode(s))
+        logits = self.nets[self.pb](self.space.encode(s) if x is None else x)
         return torch.log_softmax(logits.masked_fill(~(m | ~has), NEG_INF), 1)
 
     def log_flow(self, s: torch.Tensor) -> torch.Tensor:
@@ -136,9 +160,9 @@ class RewardGfn(nn.Module):
         Three ways, chosen by size and device:
           table    enumerable spaces smaller than the rows a batch would evaluate: P_F of
                    every state from one net call (kept, with its graph, as the score);
-          compact  CPU, coordinate spaces: only the rows still running, no graph
-                   (rescoring afterwards in one batched pass over distinct states beats
-                   backpropagating through one small graph per step);
+          compact  CPU, coordinate spaces: only the rows still running, no graph; with
+                   score, the net's forward pass is kept and replayed once over the
+                   batch's distinct states (one backward pass, not one per step);
           steps    every row every step, no host read (the way for a GPU); the score is
                    kept only where states rarely repeat (spaces too big to enumerate)."""
         sp = self.space
@@ -146,8 +170,7 @@ class RewardGfn(nn.Module):
             with torch.set_grad_enabled(score and torch.is_grad_enabled()):
                 return self._rollout_table(B, explore, score)
         if self.device.type == "cpu" and sp.dtype != "seq":
-            with torch.no_grad():  # rescored afterwards: one graph over distinct states
-                return self._rollout_compact(B, explore)
+            return self._rollout_compact(B, explore, score and torch.is_grad_enabled())
         score = score and not self.exact_ok  # states rarely repeat: keep the rollout's graph
         with torch.set_grad_enabled(score and torch.is_grad_enabled()):
             return self._rollout_steps(B, explore, score)
@@ -176,36 +199,100 @@ class RewardGfn(nn.Module):
                 break
         return Traj(torch.stack(states), torch.stack(acts), torch.stack(lps) if score else None)
 
-    def _rollout_compact(self, B: int, explore: bool) -> Traj:
+    def _rollout_compact(self, B: int, explore: bool, score: bool = False) -> Traj:
         """CPU, coordinate spaces: step only the rows still running (the batch shrinks as
         trajectories exit) and rebuild the states at the end from the actions, a state
-        being the start plus the count of each move so far: s_t = s_0 + cumsum(e_a).
-        (Evaluating each distinct state once per step was measured slower here: the
-        per-step torch.unique costs more than the rows it saves.)"""
+        being the start plus the moves so far: s_t = s_0 + cumsum(unit[a]).
+
+        Actions are drawn by the Gumbel-max trick (argmax(logits + G)); exploration keeps
+        that form: temperature divides the logits, and with probability epsilon a row's
+        logits are replaced by zeros (uniform over the allowed actions). The running rows
+        are one packed tensor (row id | state | state index), moved by one add and
+        compacted by one boolean index, which also tells how many rows go on.
+
+        Rows at one step share a level, and early in a trajectory many share a state
+        (all of them at step 0): while the last step found at least DEDUP rows repeating
+        a state, the net evaluates each distinct state of a step once. So the rows the
+        net evaluates are (nearly) the batch's distinct states, and with score they are
+        kept (Kept: the states, MLP.forward_keep's output and hidden layers) for
+        log_probs() to replay with the parameters' graph and to evaluate P_B on: P_F is
+        not evaluated a second time and no torch.unique over the batch is needed."""
         sp = self.space
         dev = self.device
-        s = sp.s0(B, dev)
-        rid = torch.arange(B, device=dev)
-        acts = torch.full((sp.max_level + 1, B), -1, dtype=torch.long, device=dev)
-        T = 0
-        for t in range(sp.max_level + 1):
-            q = self.log_pf_all(s)
-            if explore:
-                q = self._explore(q, q.isfinite())
-            a = _sample(q)
-            acts[t, rid] = a
-            T = t + 1
-            go = a < sp.M
-            if not bool(go.any()):
-                break
-            rid, a, s = rid[go], a[go], s[go]
-            s = sp.step(s, a)
-        acts = acts[:T].clone()
-        move = (acts >= 0) & (acts < sp.M)
-        inc = torch.zeros(T, B, sp.n, dtype=torch.long, device=dev)
-        inc.scatter_add_(2, sp.coord[acts.clamp(0, sp.M - 1)][..., None], move.long()[..., None])
-        states = torch.cat([sp.s0(B, dev)[None], sp.s0(B, dev)[None] + inc.cumsum(0)])
-        return Traj(states, acts)
+        L = sp.max_level + 1
+        net = self.nets[self.pf]
+        score = score and getattr(net, "replayable", False) and not torch.is_autocast_enabled(dev.type)
+        eps, tau = (self.epsilon, self.temperature) if explore else (0.0, 1.0)
+        G = _gumbel(L, B, sp.A, device=dev)
+        coin = torch.rand(L, B, device=dev) < eps if eps > 0 else None  # rows drawn uniformly
+        keyed = sp.n_states < 2 ** 62  # the state index fits a long: a key for dedup
+        # move[a] changes a packed row: not the row id, the state by unit[a], the index by
+        # its stride; exit (a = M) changes nothing
+        stride = sp.side ** sp.coord if keyed else torch.zeros_like(sp.coord)
+        move = nn.functional.pad(torch.cat([sp.unit, stride[:, None]], 1), (1, 0, 0, 1))  # (A, 2 + n)
+        s0 = sp.s0(B, dev)
+        rs = torch.cat([torch.arange(B, device=dev)[:, None], s0, sp.index(s0[:1]).expand(B)[:, None]], 1)
+        rows, drawn, kept, shared = [], [], [], []  # shared: (kept offset, inv) of deduped steps
+        n_kept, dups, M, dedup = 0, B - 1, sp.M, self.DEDUP if keyed else B + 1
+        encode, mask_, f = sp.encode, sp.mask_logits_, (net.forward_keep if score else net)
+        with torch.no_grad():
+            for t in range(L):
+                k = rs.shape[0]
+                s = rs[:, 1:-1]
+                inv = None
+                if t == 0:  # every row at s_0: one evaluation, broadcast below
+                    s_eval, inv = s[:1], torch.zeros(k, dtype=torch.long, device=dev)
+                elif dups >= dedup:
+                    u, inv = torch.unique(rs[:, -1], return_inverse=True)
+                    rep = torch.empty(u.shape[0], dtype=torch.long, device=dev).scatter_(
+                        0, inv, torch.arange(k, device=dev))  # a row holding each state
+                    s_eval = s.index_select(0, rep)
+                    dups = k - u.shape[0]
+                else:
+                    s_eval, dups = s, 0
+                out = f(encode(s_eval))
+                if score:
+                    out, keep = out
+                    kept.append((s_eval, out, keep))
+                    if inv is not None:
+                        shared.append((n_kept, inv))
+                    n_kept += s_eval.shape[0]
+                    if inv is not None:
+                        first = n_kept  # kept rows from here on are one per transition
+                if not explore:
+                    mask_(out, s_eval)  # in place: the kept output is masked too
+                logits = out if inv is None or t == 0 else out.index_select(0, inv)  # (k or 1, A)
+                if explore:
+                    if tau != 1.0:
+                        logits = logits / tau
+                    if coin is not None:
+                        logits = torch.where(coin[t, :k, None], 0.0, logits)
+                    logits = mask_(logits.expand(k, -1).clone() if logits.shape[0] < k else logits, s)
+                a = (logits + G[t, :k]).argmax(1)  # (k,)
+                rows.append(rs[:, 0])
+                drawn.append(a)
+                rs = (rs + move.index_select(0, a))[a < M]  # step; drop the rows that exited
+                if rs.shape[0] == 0:
+                    break
+        T = len(drawn)
+        counts = torch.tensor([d.shape[0] for d in drawn], device=dev)
+        pos = torch.cat(rows) + B * torch.repeat_interleave(torch.arange(T, device=dev), counts)  # (P,)
+        acts = torch.full((T * B,), -1, dtype=torch.long, device=dev)
+        acts[pos] = torch.cat(drawn)
+        acts = acts.view(T, B)
+        moved = (acts >= 0) & (acts < M)
+        inc = torch.where(moved[..., None], sp.unit[acts.clamp(0, M - 1)], 0)  # (T, B, n)
+        states = torch.cat([s0[None], s0[None] + inc.cumsum(0)])
+        if not score:
+            return Traj(states, acts)
+        # the kept row of each transition: deduped steps (the first ones) through their
+        # inverse, every later step row by row
+        crow = [off + inv for off, inv in shared] + [torch.arange(first, n_kept, device=dev)]
+        row = torch.zeros(T * B, dtype=torch.long, device=dev)
+        row[pos] = torch.cat(crow)
+        k_states, k_out, k_hidden = zip(*kept)
+        return Traj(states, acts, kept=Kept(torch.cat(k_states), torch.cat(k_out),
+                                            [torch.cat(h) for h in zip(*k_hidden)], row))
 
     def _rollout_table(self, B: int, explore: bool, score: bool) -> Traj:
         """The rollout over state indices: P_F of every state from one net call, children
@@ -321,11 +408,23 @@ class RewardGfn(nn.Module):
         Log-probabilities are a function of the state, and a batch visits the same states
         many times (every trajectory leaves the start state): each distinct state is
         evaluated once, with gradient, and the rows are gathered from it. The result and
-        its gradient are those of evaluating every row."""
+        its gradient are those of evaluating every row. A compact rollout's kept pass
+        already has the distinct states: P_F is its replay and P_B is evaluated on the
+        same rows (the child of the move at (t, b) is the state of transition (t + 1, b))."""
         sp = self.space
         T, B = t.actions.shape
         a = t.actions.reshape(-1)
         valid, move = a >= 0, (a >= 0) & (a < sp.M)
+        if t.kept is not None:
+            k = t.kept
+            x = sp.encode(k.states)
+            logits = self.nets[self.pf].replay(k.out, x, k.hidden)  # (R, A) with the graph
+            lp_f = torch.log_softmax(sp.mask_logits_(logits, k.states), 1)
+            lp_b = self.log_pb_all(k.states, x)  # (R, M)
+            child = torch.cat([k.row[B:], k.row[:B]])  # the next position's row (moves only)
+            lpf = lp_f.view(-1).index_select(0, k.row * sp.A + a.clamp(min=0))
+            lpb = lp_b.view(-1).index_select(0, child * sp.M + a.clamp(0, sp.M - 1))
+            return torch.where(valid, lpf, 0.0).view(T, B), torch.where(move, lpb, 0.0).view(T, B)
         if t.log_pf is not None:
             lpf = t.log_pf
         else:
@@ -350,7 +449,7 @@ class RewardGfn(nn.Module):
             u, inv = torch.unique(s, dim=0, return_inverse=True)
         rep = torch.empty(u.shape[0], dtype=torch.long, device=s.device)
         rep.scatter_(0, inv, torch.arange(s.shape[0], device=s.device))  # a row holding each state
-        lp = fn(s[rep])[inv.view(-1, 1), a[:, None]][:, 0]
+        lp = fn(s.index_select(0, rep))[inv.view(-1, 1), a[:, None]][:, 0]
         return torch.where(keep, lp, 0.0)
 
     # -- objectives ------------------------------------------------------------------------------

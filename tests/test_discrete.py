@@ -274,23 +274,28 @@ def test_backward_rollout_gives_valid_forward_trajectories():
 
 
 @pytest.mark.parametrize("how", ["table", "compact", "steps"])
-@pytest.mark.parametrize("explore", [False, True])
+@pytest.mark.parametrize("explore", ["", "epsilon = 0.5", "temperature = 2.0", "epsilon = 0.3 temperature = 0.5"])
 def test_every_rollout_samples_the_policy_and_scores_it(how, explore):
     """The table, compact and step-by-step rollouts all sample P_T of the current P_F
-    (or of its exploratory mixture), produce consistent states, and the log P_F they keep
-    equals rescoring the trajectories afterwards."""
-    m = grid_model(train="epsilon = 0.5" if explore else "")
+    (or of its exploratory mixture), produce consistent states, and the log P_F (and,
+    for the compact rollout's kept pass, log P_B) they keep equals rescoring the
+    trajectories afterwards."""
+    from gfdsl.reward_model import Traj
+
+    m = grid_model(train=explore)
     torch.manual_seed(0)
     n = 4000
-    roll = {"table": lambda: m._rollout_table(n, explore, True), "compact": lambda: m._rollout_compact(n, explore),
-            "steps": lambda: m._rollout_steps(n, explore, True)}[how]
+    on = bool(explore)
+    roll = {"table": lambda: m._rollout_table(n, on, True), "compact": lambda: m._rollout_compact(n, on, True),
+            "steps": lambda: m._rollout_steps(n, on, True)}[how]
     t = roll()
     x = t.states[-1]
     p = torch.bincount(m.space.index(x), minlength=9).float() / n
-    if explore:  # the mixture stops at a different distribution than P_F
-        m.epsilon = 0.0
+    if on:  # the mixture stops at a different distribution than P_F
+        eps, tau = m.epsilon, m.temperature
+        m.epsilon, m.temperature = 0.0, 1.0
         p_f, _ = terminating_distribution(m.space, m.log_pf_all)
-        m.epsilon = 0.5
+        m.epsilon, m.temperature = eps, tau
         q = lambda S: m._explore(m.log_pf_all(S), m.space.forward_mask(S))  # noqa: E731
         p_t, _ = terminating_distribution(m.space, q)
         assert (p_t - p_f).abs().sum() > 0.05
@@ -304,14 +309,100 @@ def test_every_rollout_samples_the_policy_and_scores_it(how, explore):
         want = t.states[k].clone()
         want[mv] = m.space.step(want[mv], a[k][mv])
         assert torch.equal(t.states[k + 1], want)
-    kept = t.log_pf
-    if how == "compact":  # rescored afterwards by design
-        assert kept is None
+    again_f, again_b = m.log_probs(Traj(t.states, t.actions))  # P_F's own log-probabilities
+    if how == "compact":  # the kept forward pass, replayed
+        assert t.log_pf is None and t.kept is not None
+        kept_f, kept_b = m.log_probs(t)
+        assert kept_f.requires_grad and kept_b.requires_grad
+        assert torch.allclose(kept_f, again_f, atol=1e-5)
+        assert torch.allclose(kept_b, again_b, atol=1e-5)
         return
-    assert kept.requires_grad
-    t.log_pf = None
-    again, _ = m.log_probs(t)  # P_F's own log-probabilities, whatever drew the actions
-    assert torch.allclose(kept, again, atol=1e-6)
+    assert t.log_pf.requires_grad
+    assert torch.allclose(t.log_pf, again_f, atol=1e-6)
+
+
+GRID3 = """
+model g {
+  dims { D = 3  H = 5 }
+  state s : int(0, H - 1)[D]
+  action inc[i in 0..D - 1] = increment(coord = i)
+  action stop = exit()
+  reward = hypergrid(r0 = 0.1, r1 = 0.5, r2 = 2.0)
+  net pf = mlp(in = D * H, out = D + 1, hidden = [16, 16], act = "%s")
+  net pb = mlp(in = D * H, out = D, hidden = [16, 16], act = "%s")
+  policy forward = softmax(net = pf)
+  policy backward = softmax(net = pb)
+  objective = tb
+}
+"""
+
+
+@pytest.mark.parametrize("act", ["relu", "silu"])
+@pytest.mark.parametrize("dedup", [0, 12, 10 ** 9])
+def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, dedup):
+    """The compact rollout keeps P_F's forward pass, evaluating a step's repeated states
+    once (always, while common, never), and log_probs replays it and evaluates P_B on
+    its rows: the TB loss and every gradient equal those of rescoring the same
+    trajectories from scratch."""
+    from gfdsl.reward_model import Traj
+
+    torch.manual_seed(0)
+    c = check_source(GRID3 % (act, act))
+    m = lower(c.graph, c.source)
+    m.log_Z.data.fill_(1.5)
+    m.DEDUP = dedup
+    torch.manual_seed(1)
+    B = 64
+    t = m._rollout_compact(B, False, True)
+    valid = t.actions.reshape(-1) >= 0
+    visited = t.states[:-1].reshape(-1, 3)[valid]
+    R, U = t.kept.states.shape[0], torch.unique(m.space.index(visited)).shape[0]
+    if dedup == 0:  # one row per distinct state (a step's rows share a level)
+        assert R == U
+    elif dedup == 10 ** 9:  # one row for step 0, then one per transition
+        assert R == int(valid.sum()) - (B - 1)
+    else:
+        assert U <= R < int(valid.sum()) - (B - 1)
+    got = []
+    for traj in (t, Traj(t.states, t.actions)):
+        m.zero_grad()
+        lpf, lpb = m.log_probs(traj)
+        loss = m._tb(traj, lpf, lpb, m.reward(traj.states[-1]), {})
+        loss.backward()
+        got.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    (l1, g1), (l2, g2) = got
+    assert torch.allclose(l1, l2, rtol=1e-5)
+    assert g1.keys() == g2.keys() and all(v is not None for v in g1.values())
+    for name in g1:
+        assert torch.allclose(g1[name], g2[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_masking_and_encoding_agree_with_their_definitions(name):
+    """mask_logits_ writes -inf exactly where forward_mask forbids an action; encode is
+    one-hot per coordinate (int), the bits (set), one-hot with an 'empty' class (seq)."""
+    sp = SPACES[name]()
+    S = sp.enumerate()
+    out = sp.mask_logits_(torch.zeros(S.shape[0], sp.A), S)
+    assert torch.equal(out.isfinite(), sp.forward_mask(S))
+    if sp.dtype == "set":
+        want = S.float()
+    else:
+        k = S + 1 if sp.dtype == "seq" else S - sp.lo
+        want = torch.nn.functional.one_hot(k, sp.width).flatten(1).float()
+    assert torch.equal(sp.encode(S), want)
+
+
+def test_gumbel_max_samples_the_softmax_and_never_a_masked_action():
+    from gfdsl.reward_model import _gumbel
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[0.5, -1.0, float("-inf"), 2.0, 0.0]])
+    n = 200_000
+    a = (logits + _gumbel(n, 5)).argmax(1)
+    freq = torch.bincount(a, minlength=5).double() / n
+    assert freq[2] == 0
+    assert torch.allclose(freq, torch.softmax(logits[0].double(), 0), atol=4e-3)
 
 
 @pytest.mark.parametrize("train", ["", "epsilon = 0.2", "temperature = 2.0", "replay = 256"])

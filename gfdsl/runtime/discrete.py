@@ -48,7 +48,17 @@ class Space(nn.Module):
             self.register_buffer("coord", torch.tensor(coord, dtype=torch.long), persistent=False)
             self.identity = coord == list(range(size))  # move i raises coordinate i: no gather needed
             self.max_level = size * (self.hi - self.lo)
+            # unit[m]: the change move m makes to a state (M, n), so step is s + unit[a]
+            unit = torch.zeros(self.M, size, dtype=torch.long)
+            unit[torch.arange(self.M), torch.tensor(coord, dtype=torch.long)] = 1
+            self.register_buffer("unit", unit, persistent=False)
         self.side = self.hi - self.lo + 1
+        # encode() writes a 1 at column p * width + value + hot[p] of position p; a scatter
+        # into zeros costs a third of one_hot's range checks and reshapes at rollout sizes
+        width = self.V + 1 if dtype == "seq" else self.side
+        shift = 1 if dtype == "seq" else -self.lo
+        self.register_buffer("hot", torch.arange(size) * width + shift, persistent=False)
+        self.width = width
         self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
 
     @property
@@ -77,13 +87,14 @@ class Space(nn.Module):
             return (n < self.n)[:, None].expand(-1, self.M)
         return (s if self.identity else s[:, self.coord]) < self.hi
 
-    def forward_blocked(self, s: torch.Tensor) -> torch.Tensor:
-        """(B, A): ~forward_mask(s), in as few operations as the space allows (it runs at
-        every step of every rollout)."""
+    def mask_logits_(self, logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Write -inf into logits (B, A) where an action is not allowed from s, in place,
+        in as few operations as the space allows (it runs at every step of every rollout)."""
         if self.dtype != "seq" and self.exit_when == "anytime":
             full = (s if self.identity else s[:, self.coord]) >= self.hi
-            return nn.functional.pad(full, (0, 1), value=False)
-        return ~self.forward_mask(s)
+            logits[:, :self.M].masked_fill_(full, float("-inf"))
+            return logits
+        return logits.masked_fill_(~self.forward_mask(s), float("-inf"))
 
     def forward_mask(self, s: torch.Tensor) -> torch.Tensor:
         """(B, A): the moves, then exit ("anytime", or "complete": where no move is left)."""
@@ -107,9 +118,7 @@ class Space(nn.Module):
             app = s.scatter(1, n.clamp(max=self.n - 1)[:, None], t)
             pre = torch.cat([t, s[:, :-1]], 1)
             return torch.where(self.is_append[a][:, None], app, pre)
-        if self.identity:
-            return s + nn.functional.one_hot(a, self.n)
-        return s.scatter_add(1, self.coord[a][:, None], torch.ones_like(a)[:, None])
+        return s + self._buffers["unit"][a]
 
     def back(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Undo move a (B,): the parent of s along a."""
@@ -118,7 +127,7 @@ class Space(nn.Module):
             drop_last = s.scatter(1, (n - 1).clamp(min=0)[:, None], -1)
             drop_first = torch.cat([s[:, 1:], torch.full_like(s[:, :1], -1)], 1)
             return torch.where(self.is_append[a][:, None], drop_last, drop_first)
-        return s.scatter_add(1, self.coord[a][:, None], -torch.ones_like(a)[:, None])
+        return s - self.unit[a]
 
     # -- what the nets read, and enumeration --------------------------------------------------
 
@@ -127,9 +136,8 @@ class Space(nn.Module):
         'empty' class (seq)."""
         if self.dtype == "set":
             return s.float()
-        k = s + 1 if self.dtype == "seq" else s - self.lo if self.lo else s
-        width = self.V + 1 if self.dtype == "seq" else self.side
-        return nn.functional.one_hot(k, width).flatten(1).float()
+        x = torch.zeros(s.shape[0], self.n * self.width, device=s.device)
+        return x.scatter_(1, s + self._buffers["hot"], 1.0)  # (a dict read: encode runs every step)
 
     def index(self, s: torch.Tensor) -> torch.Tensor:
         """Position of each state in `enumerate()` (B,) long."""
