@@ -126,14 +126,16 @@ def main() -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--md", default=None)
     p.add_argument("--no-target", action="store_true", help="skip the 250 x 128 accuracy row")
+    p.add_argument("--ndims", type=int, nargs="+", default=[2, 4], choices=[2, 4], help="grids to run")
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="batch sizes to run")
     a = p.parse_args()
     torch.set_num_threads(1)
     py = torchgfn_python(a.python)
     rows = []
     print(f"{'grid':>6} {'batch':>5} {'iters':>5} | {'torchgfn it/s':>13} {'gfdsl it/s':>10} {'ratio':>6} | "
           f"exact L1 torchgfn, gfdsl (mean+-std over {a.seeds} seeds)")
-    cells = [(d, b, a.iters) for d in (2, 4) for b in (16, 64)]
-    if not a.no_target:
+    cells = [(d, b, a.iters) for d in a.ndims for b in a.batches]
+    if not a.no_target and 2 in a.ndims:
         cells.append((2, 128, 250))
     for ndim, batch, iters in cells:
         ts, gs = [], []
