@@ -221,24 +221,32 @@ class RewardGfn(nn.Module):
         dev = self.device
         L = sp.max_level + 1
         net = self.nets[self.pf]
-        score = score and getattr(net, "replayable", False) and not torch.is_autocast_enabled(dev.type)
+        plain = torch.is_autocast_enabled(dev.type) or not getattr(net, "replayable", False)
+        score = score and not plain
+        # int states are kept as their one-hot columns h = s + hot, which the net's first
+        # layer reads from a table (MLP.gather_table): no encoding is built per step
+        gather = not plain and sp.dtype == "int"
+        hot = sp._buffers["hot"] if gather else 0
         eps, tau = (self.epsilon, self.temperature) if explore else (0.0, 1.0)
-        G = _gumbel(L, B, sp.A, device=dev)
+        Gs = _gumbel(L, B, sp.A, device=dev).unbind(0)
         coin = torch.rand(L, B, device=dev) < eps if eps > 0 else None  # rows drawn uniformly
-        keyed = sp.n_states < 2 ** 62  # the state index fits a long: a key for dedup
-        # move[a] changes a packed row: not the row id, the state by unit[a], the index by
-        # its stride; exit (a = M) changes nothing
-        stride = sp.side ** sp.coord if keyed else torch.zeros_like(sp.coord)
-        move = nn.functional.pad(torch.cat([sp.unit, stride[:, None]], 1), (1, 0, 0, 1))  # (A, 2 + n)
+        move = sp.packed_move  # (A, 2 + n)
         s0 = sp.s0(B, dev)
-        rs = torch.cat([torch.arange(B, device=dev)[:, None], s0, sp.index(s0[:1]).expand(B)[:, None]], 1)
+        i0 = sp.index(s0[:1]) if sp.keyed else torch.zeros(1, dtype=torch.long, device=dev)
+        rs = torch.cat([torch.arange(B, device=dev)[:, None], s0 + hot, i0.expand(B)[:, None]], 1)
         rows, drawn, kept, shared = [], [], [], []  # shared: (kept offset, inv) of deduped steps
-        n_kept, dups, M, dedup = 0, B - 1, sp.M, self.DEDUP if keyed else B + 1
-        encode, mask_, f = sp.encode, sp.mask_logits_, (net.forward_keep if score else net)
+        n_kept, dups, M, free = 0, B - 1, sp.M, sp.free_levels
+        dedup = self.DEDUP if sp.keyed else B + 1  # the index is the key of a state
         with torch.no_grad():
+            if gather:
+                table = net.gather_table(sp.n)
+                f, mask_ = (lambda h: net.forward_keep(hot=h, table=table)), sp.mask_hot_
+            else:
+                f = (lambda s: net.forward_keep(sp.encode(s))) if score else (lambda s: (net(sp.encode(s)), None))
+                mask_ = sp.mask_logits_
             for t in range(L):
                 k = rs.shape[0]
-                s = rs[:, 1:-1]
+                s = rs[:, 1:-1]  # (k, n) states, or their hot columns
                 inv = None
                 if t == 0:  # every row at s_0: one evaluation, broadcast below
                     s_eval, inv = s[:1], torch.zeros(k, dtype=torch.long, device=dev)
@@ -250,16 +258,15 @@ class RewardGfn(nn.Module):
                     dups = k - u.shape[0]
                 else:
                     s_eval, dups = s, 0
-                out = f(encode(s_eval))
+                out, keep = f(s_eval)
                 if score:
-                    out, keep = out
                     kept.append((s_eval, out, keep))
                     if inv is not None:
                         shared.append((n_kept, inv))
                     n_kept += s_eval.shape[0]
                     if inv is not None:
                         first = n_kept  # kept rows from here on are one per transition
-                if not explore:
+                if not explore and t >= free:
                     mask_(out, s_eval)  # in place: the kept output is masked too
                 logits = out if inv is None or t == 0 else out.index_select(0, inv)  # (k or 1, A)
                 if explore:
@@ -267,8 +274,9 @@ class RewardGfn(nn.Module):
                         logits = logits / tau
                     if coin is not None:
                         logits = torch.where(coin[t, :k, None], 0.0, logits)
-                    logits = mask_(logits.expand(k, -1).clone() if logits.shape[0] < k else logits, s)
-                a = (logits + G[t, :k]).argmax(1)  # (k,)
+                    if t >= free:
+                        logits = mask_(logits.expand(k, -1).clone() if logits.shape[0] < k else logits, s)
+                a = (logits + Gs[t][:k]).argmax(1)  # (k,)
                 rows.append(rs[:, 0])
                 drawn.append(a)
                 rs = (rs + move.index_select(0, a))[a < M]  # step; drop the rows that exited
@@ -291,7 +299,7 @@ class RewardGfn(nn.Module):
         row = torch.zeros(T * B, dtype=torch.long, device=dev)
         row[pos] = torch.cat(crow)
         k_states, k_out, k_hidden = zip(*kept)
-        return Traj(states, acts, kept=Kept(torch.cat(k_states), torch.cat(k_out),
+        return Traj(states, acts, kept=Kept(torch.cat(k_states) - hot, torch.cat(k_out),
                                             [torch.cat(h) for h in zip(*k_hidden)], row))
 
     def _rollout_table(self, B: int, explore: bool, score: bool) -> Traj:

@@ -385,6 +385,8 @@ def test_masking_and_encoding_agree_with_their_definitions(name):
     S = sp.enumerate()
     out = sp.mask_logits_(torch.zeros(S.shape[0], sp.A), S)
     assert torch.equal(out.isfinite(), sp.forward_mask(S))
+    assert bool(sp.forward_mask(S)[sp.levels(S) < sp.free_levels].all())  # no mask needed there
+    assert sp.free_levels == 0 or not bool(sp.forward_mask(S)[sp.levels(S) == sp.free_levels].all())
     if sp.dtype == "set":
         want = S.float()
     else:
@@ -534,3 +536,21 @@ def test_scoring_distinct_states_once_equals_scoring_every_row():
     assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
     for g1, g2 in zip(out[0][1], out[1][1]):
         assert torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_hypergrid_reward_matches_hand_values_and_its_dense_table():
+    """R = r0 + r1 [all |x/(H-1) - 1/2| > 1/4] + r2 [all in (0.3, 0.4)] (Bengio et al. 2021)
+    on the shipped 8x8 spec; the table kept for small spaces equals the definition on
+    every state (here and on the 4-D grid)."""
+    from gfdsl.driver import check_file
+    from tests.conftest import ROOT
+
+    for dims, cases in (({}, {(1, 1): 2.6, (0, 0): 0.6, (0, 1): 0.6, (6, 7): 0.6, (3, 3): 0.1, (1, 3): 0.1}),
+                        ({"D": 4}, {(1, 6, 1, 6): 2.6, (0, 7, 0, 7): 0.6, (1, 1, 1, 4): 0.1})):
+        c = check_file(ROOT / "specs" / "hypergrid.gfn", dims)
+        m = lower(c.graph, c.source)
+        s = torch.tensor(list(cases))
+        assert torch.allclose(m.reward(s), torch.tensor(list(cases.values())).log())
+        S = m.space.enumerate()
+        assert m.space.n_states <= m.reward.DENSE
+        assert torch.equal(m.reward(S), m.reward.log_reward(S))

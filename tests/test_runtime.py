@@ -406,3 +406,25 @@ def test_mlp_replay_has_the_values_and_gradients_of_forward(act, hidden):
     (y * w).sum().backward()
     for p, g in zip(net.parameters(), want):
         assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("act", ["relu", "silu"])
+def test_mlp_first_layer_from_a_table_of_hot_columns(act):
+    """forward_keep(hot=h, table=gather_table(n)) on one-hot inputs with n hot columns is
+    forward(x) up to float rounding, and replays to the same gradients."""
+    from gfdsl.runtime.nets import MLP
+
+    torch.manual_seed(0)
+    net = MLP(12, 4, [16, 16], act)
+    h = torch.stack([torch.randint(0, 4, (10,)) + 4 * i for i in range(3)], 1)  # 3 blocks of 4
+    x = torch.zeros(10, 12).scatter_(1, h, 1.0)
+    w = torch.randn(10, 4)
+    (net(x) * w).sum().backward()
+    want = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    with torch.no_grad():
+        out, keep = net.forward_keep(hot=h, table=net.gather_table(3))
+    assert torch.allclose(out, net(x).detach(), atol=1e-6)
+    (net.replay(out, x, keep) * w).sum().backward()
+    for p, g in zip(net.parameters(), want):
+        assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-6)

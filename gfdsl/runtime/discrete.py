@@ -53,13 +53,26 @@ class Space(nn.Module):
             unit[torch.arange(self.M), torch.tensor(coord, dtype=torch.long)] = 1
             self.register_buffer("unit", unit, persistent=False)
         self.side = self.hi - self.lo + 1
+        self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
+        # levels at which every action is allowed, so no mask is needed: a coordinate is
+        # full after hi - lo moves at the earliest; exit "complete" is masked from the start
+        self.free_levels = 0 if exit_when == "complete" or dtype == "seq" else self.hi - self.lo
+        if dtype != "seq":
+            # packed rows (row id | state | state index) of the compact rollout: move m
+            # adds packed_move[m] (unit[m], and its coordinate's stride to the index, where
+            # the index fits a long); exit (row M) adds nothing
+            self.keyed = self.n_states < 2 ** 62
+            stride = self.side ** self.coord if self.keyed else torch.zeros_like(self.coord)
+            self.register_buffer("packed_move", nn.functional.pad(torch.cat([unit, stride[:, None]], 1), (1, 0, 0, 1)),
+                                 persistent=False)  # (A, 2 + n)
         # encode() writes a 1 at column p * width + value + hot[p] of position p; a scatter
         # into zeros costs a third of one_hot's range checks and reshapes at rollout sizes
         width = self.V + 1 if dtype == "seq" else self.side
         shift = 1 if dtype == "seq" else -self.lo
         self.register_buffer("hot", torch.arange(size) * width + shift, persistent=False)
+        if dtype != "seq":  # the hot column of move m's coordinate when it is full (at hi)
+            self.register_buffer("hot_full", (self.hot + self.hi)[self.coord], persistent=False)
         self.width = width
-        self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +108,15 @@ class Space(nn.Module):
             logits[:, :self.M].masked_fill_(full, float("-inf"))
             return logits
         return logits.masked_fill_(~self.forward_mask(s), float("-inf"))
+
+    def mask_hot_(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """mask_logits_ for int states given by their hot columns h = s + hot (B, n), the
+        form the compact rollout keeps them in (its first layer reads those columns)."""
+        if self.exit_when == "anytime":
+            full = (h if self.identity else h[:, self.coord]) >= self._buffers["hot_full"]
+            logits[:, :self.M].masked_fill_(full, float("-inf"))
+            return logits
+        return logits.masked_fill_(~self.forward_mask(h - self._buffers["hot"]), float("-inf"))
 
     def forward_mask(self, s: torch.Tensor) -> torch.Tensor:
         """(B, A): the moves, then exit ("anytime", or "complete": where no move is left)."""
@@ -181,7 +203,21 @@ class Reward(nn.Module):
         if entry == "table":
             self.register_buffer("table", _load_table(args, space, spec_dir, source, span), persistent=False)
 
+    # spaces up to this many states keep log R of every state, read by index (a hypergrid
+    # reward is a dozen float64 operations per call, a lookup two)
+    DENSE = 1 << 20
+
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        sp = self.space
+        if sp.n_states <= self.DENSE:
+            dense = getattr(self, "_dense", None)
+            if dense is None or dense.device != s.device:
+                dense = self._dense = self.log_reward(sp.enumerate(s.device))
+            return dense[sp.index(s)]
+        return self.log_reward(s)
+
+    def log_reward(self, s: torch.Tensor) -> torch.Tensor:
+        """log R(s) (B,) from its definition, clipped at log_min."""
         sp = self.space
         if self.entry == "hypergrid":
             a = self.args
