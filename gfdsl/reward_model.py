@@ -69,11 +69,6 @@ class _Health:
         return self.total_steps
 
 
-def _sample(logp: torch.Tensor) -> torch.Tensor:
-    """A sample of Categorical(exp(logp)) per row (B,); -inf entries are never drawn."""
-    return torch.multinomial(logp.exp(), 1)[:, 0]
-
-
 def _gumbel(*shape: int, device=None) -> torch.Tensor:
     """Standard Gumbel noise G = -log(-log U): argmax(logits + G) over a row is a sample of
     softmax(logits) (the Gumbel-max trick), with no exp, normalisation or multinomial
@@ -182,12 +177,13 @@ class RewardGfn(nn.Module):
         s = sp.s0(B, dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         states, acts, lps = [s], [], []
-        for _ in range(sp.max_level + 1):
+        G = _gumbel(sp.max_level + 1, B, sp.A, device=dev)
+        for t in range(sp.max_level + 1):
             lp = self.log_pf_all(s)
             q = lp.detach()
             if explore:
                 q = self._explore(q, q.isfinite())
-            a = torch.where(done, -1, _sample(q))
+            a = torch.where(done, -1, (q + G[t]).argmax(1))
             if score:
                 lps.append(lp.gather(1, a.clamp(min=0)[:, None])[:, 0].masked_fill(done, 0.0))
             ex = done | (a == sp.M)
@@ -315,8 +311,9 @@ class RewardGfn(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=S.device)
         idx, acts = [i], []
         sync_free = S.device.type == "cpu"
-        for _ in range(sp.max_level + 1):
-            a = torch.where(done, -1, _sample(q[i]))
+        G = _gumbel(sp.max_level + 1, B, sp.A, device=S.device)
+        for t in range(sp.max_level + 1):
+            a = torch.where(done, -1, (q.index_select(0, i) + G[t]).argmax(1))
             ex = done | (a == sp.M)
             i = torch.where(ex, i, child[i, a.clamp(0, sp.M - 1)])
             done = ex
@@ -358,11 +355,12 @@ class RewardGfn(nn.Module):
         sp = self.space
         s, bs, acts = x, [x], []
         cpu = x.device.type == "cpu"
-        for _ in range(sp.max_level):
+        G = _gumbel(sp.max_level, x.shape[0], sp.M, device=x.device)
+        for t in range(sp.max_level):
             at0 = ~sp.backward_mask(s).any(1)
             if cpu and bool(at0.all()):
                 break
-            a = torch.where(at0, -1, _sample(self.log_pb_all(s)))
+            a = torch.where(at0, -1, (self.log_pb_all(s) + G[t]).argmax(1))
             s = torch.where(at0[:, None], s, sp.back(s, a.clamp(min=0)))
             bs.append(s)
             acts.append(a)

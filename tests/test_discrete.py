@@ -554,3 +554,17 @@ def test_hypergrid_reward_matches_hand_values_and_its_dense_table():
         S = m.space.enumerate()
         assert m.space.n_states <= m.reward.DENSE
         assert torch.equal(m.reward(S), m.reward.log_reward(S))
+
+
+def test_backward_rollout_draws_the_backward_policy():
+    """The last move of trajectories drawn backward from x follows P_B(. | x)."""
+    m = grid_model()
+    x = torch.tensor([[1, 2]])  # two parents: (0, 2) by inc[0], (1, 1) by inc[1]
+    torch.manual_seed(0)
+    n = 20_000
+    t = m.backward_rollout(x.expand(n, -1))
+    n_b = (t.actions >= 0).sum(0) - 1  # position of the exit; the move before it made x
+    last = t.actions.gather(0, (n_b - 1)[None])[0]
+    freq = torch.bincount(last, minlength=2).float() / n
+    want = m.log_pb_all(x)[0].exp().detach()
+    assert torch.allclose(freq, want, atol=0.015)

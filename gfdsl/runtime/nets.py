@@ -62,13 +62,13 @@ class MLP(nn.Module):
         # The layers are applied as functions, not through nn.Module calls: a rollout
         # calls a small net once per step, where module dispatch costs as much as the
         # arithmetic (bench/torchgfn). Parameters and state-dict keys are body.N.*.
-        lins, act = self._lins, self.act
+        lins, act, relu = self._lins, self.act, self.act is nn.functional.relu
         last = len(lins) - 1
         for i, lin in enumerate(lins):
             p = lin._parameters
             x = nn.functional.linear(x, p["weight"], p["bias"])
-            if i < last:
-                x = act(x)
+            if i < last:  # relu in place on the layer's own output (autograd keeps the result)
+                x = x.relu_() if relu else act(x)
         # under bf16 autocast the layers run in bf16; kernels get float32 so that
         # log-probabilities are computed and accumulated in float32
         return x.float()
@@ -151,8 +151,8 @@ class _Replay(torch.autograd.Function):
             grads[2 * l + 1] = g.sum(0) if need[2 * l + 1] else None
             if l:
                 g = g.mm(params[2 * l])
-                if relu:
-                    g = torch.ops.aten.threshold_backward(g, h, 0.0)
+                if relu:  # in place: g is this pass's own product
+                    g = torch.ops.aten.threshold_backward.grad_input(g, h, 0.0, grad_input=g)
                 else:
                     with torch.enable_grad():
                         hh = h.detach().requires_grad_()
