@@ -489,7 +489,15 @@ class RewardGfn(nn.Module):
         T, B = t.actions.shape
         n_b = (t.actions >= 0).sum(0) - 1  # (B,) position of the exit
         k = torch.arange(T + 1, device=log_r.device)[:, None]
-        f = self.log_flow(t.states.reshape((T + 1) * B, -1)).view(T + 1, B)
+        # the flow of each distinct state once (positions 0..T - 1 hold the states the
+        # transitions leave; position T is only ever the node after exit, R(x) below)
+        if t.kept is not None:
+            f = self.log_flow(t.kept.states).index_select(0, t.kept.row).view(T, B)
+        else:
+            a = t.actions.reshape(-1)
+            f = self._gather_unique(lambda s: self.log_flow(s)[:, None], t.states[:-1].reshape(T * B, -1),
+                                    torch.zeros_like(a), a >= 0).view(T, B)
+        f = torch.cat([f, f[-1:]])
         f = torch.where(k == n_b + 1, log_r[None, :], f)
         return f, k <= n_b + 1
 

@@ -568,3 +568,25 @@ def test_backward_rollout_draws_the_backward_policy():
     freq = torch.bincount(last, minlength=2).float() / n
     want = m.log_pb_all(x)[0].exp().detach()
     assert torch.allclose(freq, want, atol=0.015)
+
+
+@pytest.mark.parametrize("objective", ["db(flow = fl)", "subtb(flow = fl, lamda = 0.9)"])
+def test_flow_objectives_on_the_kept_pass_equal_rescoring(objective):
+    """db and subtb read the state flow of each distinct state once, from the kept rows
+    of a compact rollout or through deduplicated scoring: the same loss and gradients."""
+    from gfdsl.reward_model import Traj
+
+    m = grid_model(objective=objective)
+    torch.manual_seed(2)
+    t = m._rollout_compact(64, False, True)
+    name = objective.split("(")[0]
+    got = []
+    for traj in (t, Traj(t.states, t.actions)):
+        m.zero_grad()
+        lpf, lpb = m.log_probs(traj)
+        loss = getattr(m, f"_{name}")(traj, lpf, lpb, m.reward(traj.states[-1]), dict(m.terms[0][2]))
+        loss.backward()
+        got.append((loss.detach(), [p.grad.clone() for p in m.nets["fl"].parameters()]))
+    assert torch.allclose(got[0][0], got[1][0], rtol=1e-5)
+    for g1, g2 in zip(got[0][1], got[1][1]):
+        assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-6)
