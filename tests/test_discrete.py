@@ -25,6 +25,8 @@ SPACES = {
     "grid": lambda: Space("int", [0, 3], 3, _acts(*[("increment", {"coord": i}) for i in range(3)]), "anytime"),
     "grid_offset": lambda: Space("int", [2, 4], 2, _acts(("increment", {"coord": 1}), ("increment", {"coord": 0})),
                                  "anytime"),
+    "grid_complete": lambda: Space("int", [0, 2], 2, _acts(*[("increment", {"coord": i}) for i in range(2)],
+                                                        when="complete"), "complete"),
     "set": lambda: Space("set", [], 4, _acts(*[("add", {"item": i}) for i in range(4)]), "anytime"),
     "seq": lambda: Space("seq", [3], 4, _acts(*[(e, {"token": v}) for e in ("append", "prepend") for v in range(3)],
                                                when="complete"), "complete"),
@@ -326,7 +328,7 @@ model g {
   dims { D = 3  H = 5 }
   state s : int(0, H - 1)[D]
   action inc[i in 0..D - 1] = increment(coord = i)
-  action stop = exit()
+  action stop = exit(%s)
   reward = hypergrid(r0 = 0.1, r1 = 0.5, r2 = 2.0)
   net pf = mlp(in = D * H, out = D + 1, hidden = [16, 16], act = "%s")
   net pb = mlp(in = D * H, out = D, hidden = [16, 16], act = "%s")
@@ -337,9 +339,9 @@ model g {
 """
 
 
-@pytest.mark.parametrize("act", ["relu", "silu"])
+@pytest.mark.parametrize("act,when", [("relu", ""), ("silu", ""), ("relu", 'when = "complete"')])
 @pytest.mark.parametrize("dedup", [0, 12, 10 ** 9])
-def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, dedup):
+def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, when, dedup):
     """The compact rollout keeps P_F's forward pass, evaluating a step's repeated states
     once (always, while common, never), and log_probs replays it and evaluates P_B on
     its rows: the TB loss and every gradient equal those of rescoring the same
@@ -347,7 +349,7 @@ def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, dedup):
     from gfdsl.reward_model import Traj
 
     torch.manual_seed(0)
-    c = check_source(GRID3 % (act, act))
+    c = check_source(GRID3 % (when, act, act))
     m = lower(c.graph, c.source)
     m.log_Z.data.fill_(1.5)
     m.DEDUP = dedup
@@ -393,10 +395,15 @@ def test_masking_and_encoding_agree_with_their_definitions(name):
         k = S + 1 if sp.dtype == "seq" else S - sp.lo
         want = torch.nn.functional.one_hot(k, sp.width).flatten(1).float()
     assert torch.equal(sp.encode(S), want)
+    if sp.dtype == "int":  # the mask as a sum of the hot columns' penalty rows, and on hot columns
+        pen = torch.nn.functional.embedding_bag(S + sp.hot, sp.hot_penalty, mode="sum")
+        assert torch.equal(pen.isfinite(), sp.forward_mask(S)) and bool((pen[pen.isfinite()] == 0).all())
+        out = sp.mask_hot_(torch.zeros(S.shape[0], sp.A), S + sp.hot)
+        assert torch.equal(out.isfinite(), sp.forward_mask(S))
 
 
 def test_gumbel_max_samples_the_softmax_and_never_a_masked_action():
-    from gfdsl.reward_model import _gumbel
+    from gfdsl.reward_rollout import _gumbel
 
     torch.manual_seed(0)
     logits = torch.tensor([[0.5, -1.0, float("-inf"), 2.0, 0.0]])

@@ -410,8 +410,9 @@ def test_mlp_replay_has_the_values_and_gradients_of_forward(act, hidden):
 
 @pytest.mark.parametrize("act", ["relu", "silu"])
 def test_mlp_first_layer_from_a_table_of_hot_columns(act):
-    """forward_keep(hot=h, table=gather_table(n)) on one-hot inputs with n hot columns is
-    forward(x) up to float rounding, and replays to the same gradients."""
+    """The first layer read from gather_table(n) (the sum of the rows of a one-hot input's
+    n hot columns), then forward_keep(first=...), is forward(x) up to float rounding, and
+    replays to the same gradients."""
     from gfdsl.runtime.nets import MLP
 
     torch.manual_seed(0)
@@ -423,7 +424,8 @@ def test_mlp_first_layer_from_a_table_of_hot_columns(act):
     want = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     with torch.no_grad():
-        out, keep = net.forward_keep(hot=h, table=net.gather_table(3))
+        first = torch.nn.functional.embedding_bag(h, net.gather_table(3), mode="sum")
+        out, keep = net.forward_keep(first=first)
     assert torch.allclose(out, net(x).detach(), atol=1e-6)
     (net.replay(out, x, keep) * w).sum().backward()
     for p, g in zip(net.parameters(), want):

@@ -52,6 +52,8 @@ class Space(nn.Module):
             unit = torch.zeros(self.M, size, dtype=torch.long)
             unit[torch.arange(self.M), torch.tensor(coord, dtype=torch.long)] = 1
             self.register_buffer("unit", unit, persistent=False)
+            # unit_pad[a + 1]: the change action a makes, for a = -1 (padding), moves, exit
+            self.register_buffer("unit_pad", nn.functional.pad(unit, (0, 0, 1, 1)), persistent=False)
         self.side = self.hi - self.lo + 1
         self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
         # levels at which every action is allowed, so no mask is needed: a coordinate is
@@ -72,6 +74,16 @@ class Space(nn.Module):
         self.register_buffer("hot", torch.arange(size) * width + shift, persistent=False)
         if dtype != "seq":  # the hot column of move m's coordinate when it is full (at hi)
             self.register_buffer("hot_full", (self.hot + self.hi)[self.coord], persistent=False)
+            # hot_penalty (n * width, A): -inf where a hot column forbids an action, 0 else;
+            # the sum of a state's hot rows is then its mask as -inf/0 (a move is forbidden
+            # by its coordinate's full column; exit "complete" by any column not full)
+            pen = torch.zeros(size * width, self.A)
+            pen[self.hot_full, torch.arange(self.M)] = float("-inf")
+            if exit_when == "complete":
+                full = torch.zeros(size * width, dtype=torch.bool)
+                full[self.hot + self.hi] = True
+                pen[~full, self.M] = float("-inf")
+            self.register_buffer("hot_penalty", pen, persistent=False)
         self.width = width
 
     @property

@@ -71,7 +71,7 @@ class MLP(nn.Module):
                 x = x.relu_() if relu else act(x)
         # under bf16 autocast the layers run in bf16; kernels get float32 so that
         # log-probabilities are computed and accumulated in float32
-        return x.float()
+        return x if x.dtype == torch.float32 else x.float()
 
     @property
     def replayable(self) -> bool:
@@ -81,28 +81,25 @@ class MLP(nn.Module):
     def gather_table(self, n_hot: int) -> torch.Tensor:
         """The first layer as a table (in, h_1) for inputs that are one-hot in n_hot blocks:
         row c is W_1[:, c] + b_1 / n_hot, so the sum of the rows of a state's n_hot hot
-        columns is its first pre-activation (forward_keep(hot=...)). Built from the current
-        parameters: once per rollout, not once per step."""
+        columns (one embedding_bag) is its first pre-activation, for forward_keep(first=):
+        the same function up to float rounding, without building x and multiplying it.
+        Built from the current parameters: once per rollout, not once per step."""
         p = self._lins[0]._parameters
         return (p["weight"].t() + p["bias"] / n_hot).contiguous()
 
-    def forward_keep(self, x: torch.Tensor | None = None, hot: torch.Tensor | None = None,
-                     table: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_keep(self, x: torch.Tensor | None = None,
+                     first: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """forward(x) without a graph, and what the backward pass needs of each hidden
         layer (B, h_l): its output for relu (its derivative is where the output is > 0),
         else its pre-activation. replay() turns an output computed this way into one with
-        the parameters' graph, without computing it again.
-
-        With hot (B, n_hot) long, the hot columns of a one-hot x, and table =
-        gather_table(n_hot), the first layer is one embedding_bag (a sum of n_hot table
-        rows) instead of building x and multiplying it: the same function up to float
-        rounding, in one operation instead of four."""
+        the parameters' graph, without computing it again. first: the first layer's
+        pre-activation (B, h_1), if the caller computed it (gather_table)."""
         lins, keep, relu = self._lins, [], self.act is nn.functional.relu
         last = len(lins) - 1
         for i, lin in enumerate(lins):
             p = lin._parameters
-            if i == 0 and hot is not None:
-                x = nn.functional.embedding_bag(hot, table, mode="sum")
+            if i == 0 and first is not None:
+                x = first
             else:
                 x = nn.functional.linear(x, p["weight"], p["bias"])
             if i < last:
@@ -112,7 +109,7 @@ class MLP(nn.Module):
                 else:
                     keep.append(x)
                     x = self.act(x)
-        return x.float(), keep  # float32, as forward()
+        return (x if x.dtype == torch.float32 else x.float()), keep  # float32, as forward()
 
     def replay(self, out: torch.Tensor, x: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
         """out (B, out) = forward_keep(x), now differentiable in the parameters: the same
