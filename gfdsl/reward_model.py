@@ -71,6 +71,8 @@ class RewardGfn(Rollouts, nn.Module):
         self.explores = self.epsilon > 0 or self.temperature != 1.0
         self.rescores = self.replay_cap > 0
         self.off_policy = self.explores or self.rescores
+        # flow matching reads edge flows, not log P_F / log P_B of the actions taken
+        self.scores = names != {"fm"}
         if self.replay_cap:  # a FIFO of terminal states; buffers, so checkpoints keep it
             self.register_buffer("replay_x", space.s0(self.replay_cap, "cpu"))
             self.register_buffer("replay_n", torch.zeros((), dtype=torch.long))
@@ -121,7 +123,7 @@ class RewardGfn(Rollouts, nn.Module):
         if self.rescores:
             have = int(self.replay_n)  # one host read per step, only with replay
             n_r = min(int(round(self.replay_fraction * B)), have, B - 1)
-        t = self.rollout(B - n_r, explore=self.explores, score=not n_r)
+        t = self.rollout(B - n_r, explore=self.explores, score=self.scores and not n_r)
         if self.rescores:
             self._remember(t.states[-1])
         if n_r:
@@ -176,6 +178,17 @@ class RewardGfn(Rollouts, nn.Module):
         lpb = self._gather_unique(self.log_pb_all, t.states[1:].reshape(T * B, -1), a.clamp(0, sp.M - 1), move)
         return lpf, lpb.view(T, B)
 
+    def _distinct(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rep, inv) for the rows s (N, n): rep (U,) a row holding each distinct state,
+        inv (N,) each row's distinct state, so that s[rep][inv] == s."""
+        if self.exact_ok:  # the state's index is a key (no overflow for enumerable spaces)
+            u, inv = torch.unique(self.space.index(s), return_inverse=True)
+        else:
+            u, inv = torch.unique(s, dim=0, return_inverse=True)
+        rep = torch.empty(u.shape[0], dtype=torch.long, device=s.device)
+        rep.scatter_(0, inv, torch.arange(s.shape[0], device=s.device))
+        return rep, inv
+
     def _gather_unique(self, fn, s: torch.Tensor, a: torch.Tensor, keep: torch.Tensor,
                        dedup: bool | None = None) -> torch.Tensor:
         """fn(s)[row, a[row]] where keep, else 0, evaluating fn once per distinct state on
@@ -186,14 +199,19 @@ class RewardGfn(Rollouts, nn.Module):
         if not dedup:
             lp = fn(s).gather(1, a[:, None])[:, 0]
             return torch.where(keep, lp, 0.0)
-        if self.exact_ok:  # the state's index is a key (no overflow for enumerable spaces)
-            u, inv = torch.unique(self.space.index(s), return_inverse=True)
-        else:
-            u, inv = torch.unique(s, dim=0, return_inverse=True)
-        rep = torch.empty(u.shape[0], dtype=torch.long, device=s.device)
-        rep.scatter_(0, inv, torch.arange(s.shape[0], device=s.device))  # a row holding each state
+        rep, inv = self._distinct(s)
         lp = fn(s.index_select(0, rep))[inv.view(-1, 1), a[:, None]][:, 0]
         return torch.where(keep, lp, 0.0)
+
+    def _rows(self, fn, s: torch.Tensor, dedup: bool | None = None) -> torch.Tensor:
+        """fn(s) (N, ...) for every row of s, fn evaluated once per distinct state on CPU
+        (every row on a GPU, as in _gather_unique)."""
+        if dedup is None:
+            dedup = s.device.type == "cpu"
+        if not dedup:
+            return fn(s)
+        rep, inv = self._distinct(s)
+        return fn(s.index_select(0, rep)).index_select(0, inv)
 
     # -- objectives ------------------------------------------------------------------------------
 
@@ -201,14 +219,17 @@ class RewardGfn(Rollouts, nn.Module):
         """The spec's objective on B = batch.shape[0] trajectories (the batch carries only
         its size and device: a reward-driven model reads no data)."""
         t = self._batch(batch.shape[0])
-        lpf, lpb = self.log_probs(t)
+        lpf, lpb = self.log_probs(t) if self.scores else (None, None)
         log_r = self.reward(t.states[-1])
         total, terms = 0.0, {}
         for coef, name, args in self.terms:
             v = getattr(self, f"_{name}")(t, lpf, lpb, log_r, args)
             terms[name] = v.detach()
             total = total + coef * v
-        self.objective.health = torch.stack([lpf.isfinite().all(), lpb.isfinite().all()])
+        if self.scores:
+            self.objective.health = torch.stack([lpf.isfinite().all(), lpb.isfinite().all()])
+        else:  # fm alone: P_F's health is its edge flows' (set by _fm); P_B is not read
+            self.objective.health = torch.stack([self._edge_ok, torch.ones((), dtype=torch.bool, device=total.device)])
         return total, terms
 
     forward = loss  # DistributedDataParallel calls forward()
@@ -255,23 +276,30 @@ class RewardGfn(Rollouts, nn.Module):
         w = torch.where(pair, args["lamda"] ** gap[..., None], 0.0)
         return ((w * r.pow(2)).sum((0, 1)) / w.sum((0, 1))).mean()
 
-    def _fm(self, t, lpf, lpb, log_r, args):
+    def _fm(self, t, lpf, lpb, log_r, args, dedup: bool | None = None):
+        """Flow matching (Bengio et al. 2021, eq. 9) with log edge flows log F(s -> s') =
+        P_F's logits: in-flow = out-flow at every state a move led to, F(x -> exit) = R(x).
+        Every state the loss reads -- those states, each one's parents, the terminal
+        states -- goes through the net in one call, each distinct state once on CPU
+        (T * B * (M + 1) + B rows, mostly repeats: padding and shared parents)."""
         sp = self.space
         T, B = t.actions.shape
+        N, M = T * B, sp.M
         a = t.actions.reshape(-1)
-        move = ((a >= 0) & (a < sp.M)).float()
-        s = t.states[1:].reshape(T * B, -1)  # the state each move led to
-        edge = self.nets[self.pf]  # log edge flows log F(s -> s') = P_F logits
-        out_flow = torch.logsumexp(edge(sp.encode(s)).masked_fill(~sp.forward_mask(s), NEG_INF), 1)
-        parents = sp.backward_mask(s)  # (TB, M)
-        ins = []
-        for m in range(sp.M):  # the edge flow into s along move m, from its parent
-            p = torch.where(parents[:, m:m + 1], sp.back(s, torch.full_like(a, m)), s)  # s: masked below
-            ins.append(edge(sp.encode(p))[:, m])
-        in_flow = torch.logsumexp(torch.stack(ins, 1).masked_fill(~parents, NEG_INF), 1)
+        move = ((a >= 0) & (a < M)).float()
+        s = t.states[1:].reshape(N, -1)  # (N, n) the state each move led to
+        parents = sp.backward_mask(s)  # (N, M)
+        # the parent of s along move m (s itself where there is none: masked below)
+        par = torch.stack([torch.where(parents[:, m:m + 1], sp.back(s, torch.full_like(a, m)), s)
+                           for m in range(M)])  # (M, N, n)
+        net = self.nets[self.pf]
+        F = self._rows(lambda v: net(sp.encode(v)), torch.cat([s, par.reshape(M * N, -1), t.states[-1]]), dedup)
+        self._edge_ok = F.detach().isfinite().all()
+        out_flow = torch.logsumexp(F[:N].masked_fill(~sp.forward_mask(s), NEG_INF), 1)  # (N,)
+        ins = F[N:N * (M + 1)].view(M, N, -1)[..., :M].diagonal(dim1=0, dim2=2)  # (N, M): F(parent_m -> s)
+        in_flow = torch.logsumexp(ins.masked_fill(~parents, NEG_INF), 1)
         bal = torch.where(move > 0, in_flow - out_flow, 0.0)
-        x = t.states[-1]
-        end = edge(sp.encode(x))[:, sp.M] - log_r  # F(x -> exit) = R(x)
+        end = F[N * (M + 1):, M] - log_r  # (B,) F(x -> exit) = R(x)
         return (bal.pow(2) * move).sum() / move.sum().clamp(min=1) + end.pow(2).mean()
 
     # -- evaluation ------------------------------------------------------------------------------
