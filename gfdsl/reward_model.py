@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gfdsl.reward_rollout import Kept, Rollouts, Traj, _pad  # noqa: F401 (Kept: re-exported)
+from gfdsl.reward_rollout import Kept, Rollouts, Traj, _distinct, _pad  # noqa: F401 (Kept: re-exported)
 from gfdsl.runtime.discrete import Reward, Space, against_reward
 
 NEG_INF = float("-inf")
@@ -178,39 +178,22 @@ class RewardGfn(Rollouts, nn.Module):
         lpb = self._gather_unique(self.log_pb_all, t.states[1:].reshape(T * B, -1), a.clamp(0, sp.M - 1), move)
         return lpf, lpb.view(T, B)
 
-    def _distinct(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rep, inv) for the rows s (N, n): rep (U,) a row holding each distinct state,
-        inv (N,) each row's distinct state, so that s[rep][inv] == s."""
-        if self.exact_ok:  # the state's index is a key (no overflow for enumerable spaces)
-            u, inv = torch.unique(self.space.index(s), return_inverse=True)
-        else:
-            u, inv = torch.unique(s, dim=0, return_inverse=True)
-        rep = torch.empty(u.shape[0], dtype=torch.long, device=s.device)
-        rep.scatter_(0, inv, torch.arange(s.shape[0], device=s.device))
-        return rep, inv
-
     def _gather_unique(self, fn, s: torch.Tensor, a: torch.Tensor, keep: torch.Tensor,
                        dedup: bool | None = None) -> torch.Tensor:
         """fn(s)[row, a[row]] where keep, else 0, evaluating fn once per distinct state on
-        CPU. torch.unique's output size would make a GPU wait for the host inside the
-        step, so on a GPU every row is evaluated (same values; the GPU has the width)."""
-        if dedup is None:
-            dedup = s.device.type == "cpu"
-        if not dedup:
-            lp = fn(s).gather(1, a[:, None])[:, 0]
-            return torch.where(keep, lp, 0.0)
-        rep, inv = self._distinct(s)
-        lp = fn(s.index_select(0, rep))[inv.view(-1, 1), a[:, None]][:, 0]
-        return torch.where(keep, lp, 0.0)
+        CPU (_rows)."""
+        return torch.where(keep, self._rows(fn, s, dedup).gather(1, a[:, None])[:, 0], 0.0)
 
     def _rows(self, fn, s: torch.Tensor, dedup: bool | None = None) -> torch.Tensor:
-        """fn(s) (N, ...) for every row of s, fn evaluated once per distinct state on CPU
-        (every row on a GPU, as in _gather_unique)."""
+        """fn(s) (N, ...) for every row of s, fn evaluated once per distinct state on CPU.
+        torch.unique's output size would make a GPU wait for the host inside the step, so
+        on a GPU every row is evaluated (same values; the GPU has the width)."""
         if dedup is None:
             dedup = s.device.type == "cpu"
         if not dedup:
             return fn(s)
-        rep, inv = self._distinct(s)
+        # the state's index is a key where the space is enumerable (no overflow)
+        rep, inv = _distinct(self.space.index(s)) if self.exact_ok else _distinct(s, dim=0)
         return fn(s.index_select(0, rep)).index_select(0, inv)
 
     # -- objectives ------------------------------------------------------------------------------
@@ -252,9 +235,8 @@ class RewardGfn(Rollouts, nn.Module):
         if t.kept is not None:
             f = self.log_flow(t.kept.states).index_select(0, t.kept.row).view(T, B)
         else:
-            a = t.actions.reshape(-1)
-            f = self._gather_unique(lambda s: self.log_flow(s)[:, None], t.states[:-1].reshape(T * B, -1),
-                                    torch.zeros_like(a), a >= 0).view(T, B)
+            f = self._rows(self.log_flow, t.states[:-1].reshape(T * B, -1))
+            f = torch.where(t.actions.reshape(-1) >= 0, f, 0.0).view(T, B)
         f = torch.cat([f, f[-1:]])
         f = torch.where(k == n_b + 1, log_r[None, :], f)
         return f, k <= n_b + 1

@@ -42,6 +42,14 @@ def _gumbel(*shape: int, device=None) -> torch.Tensor:
     return torch.rand(*shape, device=device).clamp_(min=1e-30).log_().neg_().log_().neg_()
 
 
+def _distinct(key: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rep, inv) for the rows of key (N,) or (N, n) with dim = 0: rep (U,) a row holding
+    each distinct key, inv (N,) each row's distinct key, so that key[rep][inv] == key."""
+    u, inv = torch.unique(key, dim=dim, return_inverse=True)
+    rep = torch.empty(u.shape[0], dtype=torch.long, device=key.device)
+    return rep.scatter_(0, inv, torch.arange(key.shape[0], device=key.device)), inv
+
+
 def _pad(t: Traj, T: int) -> Traj:
     extra = T - t.actions.shape[0]
     if extra <= 0:
@@ -171,11 +179,9 @@ class Rollouts:
                 if t == 0:  # every row at s_0: one evaluation, broadcast below
                     s_eval, inv = s[:1], ar[:k] * 0
                 elif dups >= dedup:
-                    u, inv = torch.unique(rs[:, -1], return_inverse=True)
-                    rep = torch.empty(u.shape[0], dtype=torch.long, device=dev).scatter_(
-                        0, inv, ar[:k])  # a row holding each state
+                    rep, inv = _distinct(rs[:, -1])  # the state index is its key
                     s_eval = s.index_select(0, rep)
-                    dups = k - u.shape[0]
+                    dups = k - rep.shape[0]
                 else:
                     s_eval, dups = s, 0
                 out, keep, pen = f(s_eval)  # out (k or fewer, A): the net's own, unmasked

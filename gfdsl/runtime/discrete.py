@@ -72,13 +72,12 @@ class Space(nn.Module):
         width = self.V + 1 if dtype == "seq" else self.side
         shift = 1 if dtype == "seq" else -self.lo
         self.register_buffer("hot", torch.arange(size) * width + shift, persistent=False)
-        if dtype != "seq":  # the hot column of move m's coordinate when it is full (at hi)
-            self.register_buffer("hot_full", (self.hot + self.hi)[self.coord], persistent=False)
+        if dtype != "seq":
             # hot_penalty (n * width, A): -inf where a hot column forbids an action, 0 else;
             # the sum of a state's hot rows is then its mask as -inf/0 (a move is forbidden
-            # by its coordinate's full column; exit "complete" by any column not full)
+            # by its coordinate's full column, at hi; exit "complete" by any column not full)
             pen = torch.zeros(size * width, self.A)
-            pen[self.hot_full, torch.arange(self.M)] = float("-inf")
+            pen[(self.hot + self.hi)[self.coord], torch.arange(self.M)] = float("-inf")
             if exit_when == "complete":
                 full = torch.zeros(size * width, dtype=torch.bool)
                 full[self.hot + self.hi] = True
@@ -120,15 +119,6 @@ class Space(nn.Module):
             logits[:, :self.M].masked_fill_(full, float("-inf"))
             return logits
         return logits.masked_fill_(~self.forward_mask(s), float("-inf"))
-
-    def mask_hot_(self, logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """mask_logits_ for int states given by their hot columns h = s + hot (B, n), the
-        form the compact rollout keeps them in (its first layer reads those columns)."""
-        if self.exit_when == "anytime":
-            full = (h if self.identity else h[:, self.coord]) >= self._buffers["hot_full"]
-            logits[:, :self.M].masked_fill_(full, float("-inf"))
-            return logits
-        return logits.masked_fill_(~self.forward_mask(h - self._buffers["hot"]), float("-inf"))
 
     def forward_mask(self, s: torch.Tensor) -> torch.Tensor:
         """(B, A): the moves, then exit ("anytime", or "complete": where no move is left)."""
