@@ -68,7 +68,7 @@ def hand_written():
 
 def compiled():
     from gfdsl.driver import check_file
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     torch.manual_seed(0)
     c = check_file(ROOT / "specs" / "ddpm.gfn")

@@ -25,7 +25,7 @@ from common import alternate, median  # noqa: E402
 
 def gfdsl_flow():
     from gfdsl.driver import check_file
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     torch.manual_seed(0)
     c = check_file(ROOT / "specs" / "realnvp.gfn")

@@ -76,7 +76,7 @@ def data(dataset: str, n_val: int):
 def build(model: str, dataset: str, T: int, seed: int, config: str = "pb-only", lam: float | None = None):
     """One of the two models, lowered with parameters drawn from `seed`."""
     from gfdsl.driver import check_source
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     over = {"T": T, **({"lambda": lam} if model == "mle_gfn" and lam is not None else {})}
     c = check_source(spec_text(model, dataset, config), over)
@@ -85,7 +85,7 @@ def build(model: str, dataset: str, T: int, seed: int, config: str = "pb-only", 
 
 
 def adam(m):
-    from gfdsl.trainer import make_optimizer
+    from gfdsl.engine.trainer import make_optimizer
 
     return make_optimizer(torch.optim.Adam, [{"params": [p for p in m.parameters() if p.requires_grad], "lr": 1e-3}],
                           1e-3, 0.0)

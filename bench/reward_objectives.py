@@ -51,9 +51,9 @@ def variant_text(spec: str, objective: str, backward: str | None, train: str) ->
 
 def run(text: str, overrides: dict, steps: int, batch: int, seed: int) -> dict:
     from gfdsl.driver import check_source
-    from gfdsl.lower import lower
-    from gfdsl.reward_model import param_groups
-    from gfdsl.trainer import make_optimizer
+    from gfdsl.compile.lower import lower
+    from gfdsl.engine.reward_model import param_groups
+    from gfdsl.engine.trainer import make_optimizer
 
     c = check_source(text, overrides)
     torch.manual_seed(seed)

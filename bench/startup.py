@@ -25,7 +25,7 @@ def main() -> int:
     specs = sorted((ROOT / "specs").glob("*.gfn"))
     print(f"{'spec':24} {'median s':>9} {'min s':>7}  torch imported")
     probe = ("import sys, runpy; sys.argv = ['gfdsl', 'check', '-q', sys.argv[1]]\n"
-             "from gfdsl.cli import main\nrc = main(sys.argv[1:])\n"
+             "from gfdsl.cli.app import main\nrc = main(sys.argv[1:])\n"
              "print('torch' in sys.modules); sys.exit(rc)")
     # baseline: the interpreter alone, to separate Python's own start-up
     base = []

@@ -48,7 +48,7 @@ def ddpm_throughput(steps: int, batch: int, amp: bool, dev: torch.device) -> tup
     import numpy as np
 
     from gfdsl.driver import check_file
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
     from gfdsl.runtime.data import toy2d
 
     torch.manual_seed(0)
@@ -78,9 +78,9 @@ def ddpm_throughput(steps: int, batch: int, amp: bool, dev: torch.device) -> tup
 
 def hypergrid_throughput(steps: int, batch: int, ndim: int, dev: torch.device) -> tuple[float, float]:
     from gfdsl.driver import check_file
-    from gfdsl.lower import lower
-    from gfdsl.reward_model import param_groups
-    from gfdsl.trainer import make_optimizer
+    from gfdsl.compile.lower import lower
+    from gfdsl.engine.reward_model import param_groups
+    from gfdsl.engine.trainer import make_optimizer
 
     torch.manual_seed(0)
     c = check_file(ROOT / "specs" / "hypergrid.gfn", {"D": ndim})

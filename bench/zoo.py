@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gfdsl.trainer import RunOptions, train  # noqa: E402
+from gfdsl.engine.trainer import RunOptions, train  # noqa: E402
 
 TOYS = ["8gaussians", "2spirals", "checkerboard", "moons", "pinwheel", "rings", "swissroll", "circles"]
 ENTROPY_8G = math.log(8) + math.log(2 * math.pi * math.e * (0.5 / 1.414) ** 2)

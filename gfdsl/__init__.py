@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def compile_spec(path, overrides: dict[str, int] | None = None):
     """Check and lower a spec to a GfnModel (an nn.Module). Imports torch."""
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     c = check_file(path, overrides)
     return lower(c.graph, c.source)
@@ -23,15 +23,15 @@ def compile_spec(path, overrides: dict[str, int] | None = None):
 
 def train(spec, options=None, overrides: dict[str, int] | None = None) -> dict:
     """Train a spec as `gfdsl run` does; returns the summary dict. Imports torch."""
-    from gfdsl.trainer import RunOptions
-    from gfdsl.trainer import train as _train
+    from gfdsl.engine.trainer import RunOptions
+    from gfdsl.engine.trainer import train as _train
 
     return _train(str(spec), options or RunOptions(progress=False), overrides)
 
 
 def __getattr__(name):  # RunOptions without importing torch at `import gfdsl`
     if name == "RunOptions":
-        from gfdsl.trainer import RunOptions
+        from gfdsl.engine.trainer import RunOptions
 
         return RunOptions
     raise AttributeError(name)

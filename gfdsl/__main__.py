@@ -1,5 +1,5 @@
 """`python -m gfdsl ...` runs the command line (as torchrun and tests do)."""
 
-from gfdsl.cli import entry
+from gfdsl.cli.app import entry
 
 entry()

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import networkx as nx
 
-from gfdsl import ast, ir
-from gfdsl.check import CheckedSpec, check
-from gfdsl.parse import parse
-from gfdsl.source import Source, decode_source, read_source
+from gfdsl import ir
+
+from gfdsl.lang import ast
+from gfdsl.lang.check import CheckedSpec, check
+from gfdsl.lang.parse import parse
+from gfdsl.files import decode_source, read_source
+from gfdsl.lang.source import Source
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gfdsl.source import NO_SPAN, Source, Span
+from gfdsl.lang.source import NO_SPAN, Source, Span
 
 # code -> (message template, hint template or "")
 CATALOGUE: dict[str, tuple[str, str]] = {

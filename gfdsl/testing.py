@@ -12,9 +12,9 @@ import re
 
 from gfdsl.driver import check_source
 from gfdsl.errors import GfdslError
-from gfdsl.fmt import format_source
-from gfdsl.parse import parse
-from gfdsl.source import Source
+from gfdsl.lang.fmt import format_source
+from gfdsl.lang.parse import parse
+from gfdsl.lang.source import Source
 
 TOKEN = re.compile(r"\w+|\S")
 VOCAB = ["model", "m", "{", "}", "dims", "T", "=", "3", "state", "x", "[", "]", "t", "in", "0", "..", ":",

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from gfdsl.cli import main
+from gfdsl.cli.app import main
 
 DDPM = "specs/ddpm.gfn"
 
@@ -31,7 +31,7 @@ def test_check_all_shipped_specs(in_root, capsys):
 
 
 def test_check_does_not_import_torch(in_root):
-    code = ("import sys; from gfdsl.cli import main; rc = main(['check', '-q', 'specs/ddpm.gfn']); "
+    code = ("import sys; from gfdsl.cli.app import main; rc = main(['check', '-q', 'specs/ddpm.gfn']); "
             "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'; print('clean')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=in_root)
     assert r.returncode == 0, r.stderr

@@ -6,7 +6,9 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
-from gfdsl import ir, render
+from gfdsl import ir
+
+from gfdsl.ir import render
 from gfdsl.driver import check_file
 from tests.conftest import SPECS
 

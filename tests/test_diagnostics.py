@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gfdsl.cli import main
+from gfdsl.cli.app import main
 from gfdsl.errors import CATALOGUE
 
 BAD = sorted((Path(__file__).parent / "bad").glob("*.gfn"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gfdsl.driver import check_source
-from gfdsl.lower import lower
+from gfdsl.compile.lower import lower
 from gfdsl.runtime.discrete import Space, terminating_distribution
 
 
@@ -182,7 +182,7 @@ def grid_model(objective="tb", backward="softmax(net = pb)", train="", seed=0):
 
 def hand_traj(m):
     """s0=(0,0) -inc[0]-> (1,0) -inc[1]-> (1,1) -exit-> x=(1,1), padded by one step."""
-    from gfdsl.reward_model import Traj
+    from gfdsl.engine.reward_model import Traj
 
     st = torch.tensor([[0, 0], [1, 0], [1, 1], [1, 1], [1, 1]])[:, None, :]
     return Traj(st, torch.tensor([0, 1, m.space.M, -1])[:, None])
@@ -282,7 +282,7 @@ def test_every_rollout_samples_the_policy_and_scores_it(how, explore):
     (or of its exploratory mixture), produce consistent states, and the log P_F (and,
     for the compact rollout's kept pass, log P_B) they keep equals rescoring the
     trajectories afterwards."""
-    from gfdsl.reward_model import Traj
+    from gfdsl.engine.reward_model import Traj
 
     m = grid_model(train=explore)
     torch.manual_seed(0)
@@ -346,7 +346,7 @@ def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, when, d
     once (always, while common, never), and log_probs replays it and evaluates P_B on
     its rows: the TB loss and every gradient equal those of rescoring the same
     trajectories from scratch."""
-    from gfdsl.reward_model import Traj
+    from gfdsl.engine.reward_model import Traj
 
     torch.manual_seed(0)
     c = check_source(GRID3 % (when, act, act))
@@ -401,7 +401,7 @@ def test_masking_and_encoding_agree_with_their_definitions(name):
 
 
 def test_gumbel_max_samples_the_softmax_and_never_a_masked_action():
-    from gfdsl.reward_rollout import _gumbel
+    from gfdsl.engine.reward_rollout import _gumbel
 
     torch.manual_seed(0)
     logits = torch.tensor([[0.5, -1.0, float("-inf"), 2.0, 0.0]])
@@ -417,7 +417,7 @@ def test_training_reaches_the_target_on_a_small_grid(train):
     """TB on a 3x3 grid, on- and off-policy: the exact L1 falls well below its start."""
     m = grid_model(train=train)
     assert m.off_policy == bool(train) and m.rescores == ("replay" in train)
-    from gfdsl.reward_model import param_groups
+    from gfdsl.engine.reward_model import param_groups
 
     opt = torch.optim.Adam(param_groups(m, 1e-2))
     start = m.exact()["exact_l1"]
@@ -452,7 +452,7 @@ def test_run_sample_eval_from_the_cli(tmp_path, capsys):
 
     import numpy as np
 
-    from gfdsl.cli import main
+    from gfdsl.cli.app import main
 
     spec = small_hypergrid(tmp_path, "")
     out = tmp_path / "run"
@@ -477,7 +477,7 @@ def test_resume_with_exploration_and_replay_is_bit_identical(tmp_path):
     resumed from its step-20 checkpoint ends exactly where the uninterrupted run does."""
     import shutil
 
-    from gfdsl.trainer import CKPT, RunOptions, read_checkpoint, train
+    from gfdsl.engine.trainer import CKPT, RunOptions, read_checkpoint, train
 
     spec = small_hypergrid(tmp_path, "replay = 64\n    epsilon = 0.1\n    checkpoint_every = 20")
     full, snap = tmp_path / "full", tmp_path / "snap"
@@ -579,7 +579,7 @@ def test_backward_rollout_draws_the_backward_policy():
 def test_flow_objectives_on_the_kept_pass_equal_rescoring(objective):
     """db and subtb read the state flow of each distinct state once, from the kept rows
     of a compact rollout or through deduplicated scoring: the same loss and gradients."""
-    from gfdsl.reward_model import Traj
+    from gfdsl.engine.reward_model import Traj
 
     m = grid_model(objective=objective)
     torch.manual_seed(2)
@@ -638,7 +638,7 @@ def test_flow_matching_over_distinct_states_equals_the_definition(dedup):
 def test_flow_matching_trains_without_scoring_the_trajectories():
     """fm alone reads no log P_F / log P_B: the rollout keeps no score, the NaN guard
     reads the edge flows, and the exact L1 falls well below its start."""
-    from gfdsl.reward_model import param_groups
+    from gfdsl.engine.reward_model import param_groups
 
     m = grid_model("fm", backward="uniform()")
     assert not m.scores and grid_model().scores

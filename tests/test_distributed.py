@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from gfdsl.trainer import CKPT, read_checkpoint
+from gfdsl.engine.trainer import CKPT, read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from gfdsl.fmt import expr, format_source
-from gfdsl.parse import parse
-from gfdsl.source import Source, read_source
+from gfdsl.lang.fmt import expr, format_source
+from gfdsl.lang.parse import parse
+from gfdsl.files import read_source
+from gfdsl.lang.source import Source
 from tests.conftest import SPECS
 
 

@@ -7,10 +7,10 @@ from importlib import resources
 
 import pytest
 
-from gfdsl import ast
+from gfdsl.lang import ast
 from gfdsl.errors import GfdslError
-from gfdsl.parse import parse, parser
-from gfdsl.source import Source
+from gfdsl.lang.parse import parse, parser
+from gfdsl.lang.source import Source
 
 
 def test_grammar_is_strict():

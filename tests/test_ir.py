@@ -6,10 +6,14 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
-from gfdsl import ast, ir, render
+from gfdsl import ir
+
+from gfdsl.lang import ast
+
+from gfdsl.ir import render
 from gfdsl.driver import check_file
-from gfdsl.parse import parse
-from gfdsl.source import read_source
+from gfdsl.lang.parse import parse
+from gfdsl.files import read_source
 from tests.conftest import SPECS
 
 # small dims keep the golden dumps short; the autoregressive spec's length is fixed by

@@ -12,7 +12,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gfdsl.cli import main
+from gfdsl.cli.app import main
 from gfdsl.testing import VOCAB, mutate, outcome
 from tests.conftest import SPECS
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from gfdsl.errors import GfdslError
-from gfdsl.trainer import CKPT, RunOptions, read_checkpoint, train
+from gfdsl.engine.trainer import CKPT, RunOptions, read_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +132,7 @@ def test_no_pickle_anywhere():
 
 
 def test_data_file_must_stay_inside_the_spec_folder(tmp_path, capsys):
-    from gfdsl.cli import main
+    from gfdsl.cli.app import main
 
     inner = tmp_path / "proj"
     inner.mkdir()

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from gfdsl.cli import main
+from gfdsl.cli.app import main
 
 FIELDS = {"spec", "model", "steps", "seed", "train_seconds", "steps_per_second", "test_nll_nats", "nll_estimator",
           "data"}
@@ -107,7 +107,7 @@ def test_check_still_does_not_import_torch_after_run_exists(in_root):
     import subprocess
     import sys
 
-    code = "import sys; from gfdsl.cli import main; main(['check','-q','specs/hvae.gfn']); print('torch' in sys.modules)"
+    code = "import sys; from gfdsl.cli.app import main; main(['check','-q','specs/hvae.gfn']); print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=in_root)
     assert r.stdout.strip() == "False", r.stderr
 
@@ -118,7 +118,7 @@ def test_cosine_lr_decay_over_the_run_or_each_ipf_round(spec, steps, period, tmp
     P the run (or, under ipf(rounds = 6), one round); read back from the last checkpoint."""
     import math
 
-    from gfdsl.trainer import RunOptions, read_checkpoint, train
+    from gfdsl.engine.trainer import RunOptions, read_checkpoint, train
 
     src = (in_root / "specs" / f"{spec}.gfn").read_text()
     if "lr_decay" not in src:  # the bridge's spec sets it itself

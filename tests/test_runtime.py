@@ -14,7 +14,7 @@ import torch
 
 from gfdsl.driver import check_file, check_source
 from gfdsl.errors import GfdslError
-from gfdsl.lower import lower
+from gfdsl.compile.lower import lower
 from gfdsl.runtime.kernels import Bijection
 from tests.conftest import SPECS
 
@@ -220,7 +220,7 @@ def test_latent_likelihood_matches_enumeration():
 
 
 def test_lowering_error_has_a_position(tmp_path, capsys, in_root):
-    from gfdsl.cli import main
+    from gfdsl.cli.app import main
 
     spec = tmp_path / "simple.gfn"  # L_simple on a structure without a denoiser: found only at lowering
     spec.write_text((in_root / "specs" / "hvae.gfn").read_text()
@@ -251,7 +251,7 @@ def test_python_api(tmp_path):
 
 
 def test_reward_terms_against_hand_values():
-    from gfdsl.model import Trajectory
+    from gfdsl.engine.model import Trajectory
     from gfdsl.runtime.objectives import reverse_kl, trajectory_balance
 
     t = Trajectory(states=[], log_pf=torch.tensor([[-1.0, -2.0], [-0.5, -0.25]]),
@@ -367,7 +367,7 @@ def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root, capsys)
     # data off the 17-level grid: refused before training, with the kernel's position
     spec = tmp_path / "toy.gfn"
     spec.write_text(src.replace("digits(binarize = false)", 'toy2d(name = "moons")').replace("D = 64", "D = 2"))
-    from gfdsl.cli import main
+    from gfdsl.cli.app import main
 
     assert main(["run", str(spec), "--steps", "1", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ import itertools
 
 import torch
 
-from gfdsl.model import Trajectory
+from gfdsl.engine.model import Trajectory
 from tests.test_runtime import TINY_LATENT, random_model
 
 # the two-layer binary model of tests/test_runtime.py, trained by ELBO for P_F and TBC for P_B

@@ -71,7 +71,7 @@ def run_torchgfn(py: str, ndim: int, batch: int, iters: int, seed: int) -> dict:
 
 def gfdsl_model(ndim: int, seed: int):
     from gfdsl.driver import check_file
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     c = check_file(ROOT / "specs" / "hypergrid.gfn", {"D": ndim, "H": 8})
     torch.manual_seed(seed)
@@ -79,8 +79,8 @@ def gfdsl_model(ndim: int, seed: int):
 
 
 def run_gfdsl(ndim: int, batch: int, iters: int, seed: int, warmup: int = 20) -> dict:
-    from gfdsl.reward_model import param_groups
-    from gfdsl.trainer import make_optimizer
+    from gfdsl.engine.reward_model import param_groups
+    from gfdsl.engine.trainer import make_optimizer
 
     m = gfdsl_model(ndim, seed)
     opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3), 1e-3, 0.0)  # as `gfdsl run` makes it

@@ -162,6 +162,6 @@ def reverse_kl(t, log_reward: torch.Tensor) -> torch.Tensor:
 
 
 def _span(t):
-    from gfdsl.source import Span
+    from gfdsl.lang.source import Span
 
     return Span(*t) if t else None

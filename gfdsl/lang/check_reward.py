@@ -11,8 +11,8 @@ a DAG by construction: no cycle check over the (possibly huge) state space is ne
 
 from __future__ import annotations
 
-from gfdsl import ast
-from gfdsl.evaluate import Bad
+from gfdsl.lang import ast
+from gfdsl.lang.evaluate import Bad
 from gfdsl.library import REGISTRY
 from gfdsl.library.discrete import REWARD_OBJECTIVES, encoding_size, max_moves, space_size
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gfdsl import distributed
+from gfdsl.engine import distributed
 from gfdsl.driver import Compiled, check_file
 from gfdsl.errors import GfdslError, diag
-from gfdsl.render import atomic_write
+from gfdsl.files import atomic_write
 
 
 @dataclass
@@ -160,7 +160,7 @@ def restore_optimizer(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None
 
 def load_model(run: Path, device: str = "cpu"):
     """Rebuild a run's model from its spec.gfn and checkpoint (refusing a changed spec)."""
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     spec = run / "spec.gfn"
     ckpt = run / CKPT
@@ -193,7 +193,7 @@ def _data(c: Compiled):
 def _on_decoder_grid(c: Compiled, *sets: torch.Tensor) -> None:
     """A discretised decoder (ddpm_denoiser(levels = L)) scores data on L values in
     [-1, 1]; data off that grid would be scored as its nearest value, silently wrong."""
-    from gfdsl.source import Span
+    from gfdsl.lang.source import Span
 
     for k in c.graph.graph["kernels"].values():
         L = k["args"].get("levels", 0) if k["entry"] == "ddpm_denoiser" else 0
@@ -286,7 +286,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     """Train a spec (or resume the run in `resume`); write the run directory; return the
     summary. Resuming restores parameters, optimizer and RNG states, so a run killed and
     resumed ends bit for bit where an uninterrupted one would (CPU, same thread count)."""
-    from gfdsl.lower import lower
+    from gfdsl.compile.lower import lower
 
     if resume:
         out = Path(resume)
@@ -342,7 +342,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[s["optimizer"]]
     if G["kind"] == "reward":
-        from gfdsl.reward_model import param_groups
+        from gfdsl.engine.reward_model import param_groups
 
         groups = param_groups(model, lr)
     else:
@@ -481,7 +481,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     samples = draw_samples(model, n_samples)
     atomic_write(str(out / "samples.npy"), _npy_bytes(samples))
     if reward:
-        from gfdsl.plots import plot_reward
+        from gfdsl.engine.plots import plot_reward
 
         plot_reward(model, samples, out / "samples.png", f"{G['name']}: {steps} steps, " + (
             f"exact L1 {ev['exact_l1']:.4f}" if ev["evaluation"] == "exact" else

@@ -7,11 +7,6 @@ validation, lowering) can point at the exact characters a user wrote.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-MAX_SPEC_BYTES = 1 << 20  # 1 MiB: specs are small; a larger file is almost surely a mistake.
-
-
 @dataclass(frozen=True, order=True)
 class Span:
     """A half-open character range, with 1-based line and column of both ends."""
@@ -83,47 +78,3 @@ class Source:
             f"{span.line} | {text}\n"
             f"{' ' * width} | {pad}{'^' * min(n, 110)}"
         )
-
-
-def read_source(path: str | Path) -> Source:
-    """Read a spec file as UTF-8 text, or raise a GfdslError that says why not."""
-    from gfdsl.errors import GfdslError, diag
-
-    name = str(path)
-    p = Path(path)
-    try:
-        if p.is_dir():
-            raise GfdslError([diag("E701", None, NO_SPAN, path=name, why="it is a directory")])
-        size = p.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise GfdslError(
-                [diag("E702", None, NO_SPAN, path=name, size=f"{size / 2**20:.1f} MiB", limit="1 MiB")]
-            )
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise GfdslError([diag("E701", None, NO_SPAN, path=name, why="no such file")]) from None
-    except PermissionError:
-        raise GfdslError([diag("E701", None, NO_SPAN, path=name, why="permission denied")]) from None
-    except OSError as e:
-        raise GfdslError([diag("E701", None, NO_SPAN, path=name, why=e.strerror or str(e))]) from None
-    return decode_source(name, data)
-
-
-def decode_source(name: str, data: bytes) -> Source:
-    """Decode bytes as UTF-8; report the first bad byte's line and column."""
-    from gfdsl.errors import GfdslError, diag
-
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        good = data[: e.start].decode("utf-8", errors="replace")
-        src = Source(name, good)
-        span = src.span_at(len(good), 0)
-        raise GfdslError([diag("E703", src, span, byte=f"0x{data[e.start]:02x}", offset=e.start)]) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]  # a UTF-8 byte-order mark is harmless; drop it
-    src = Source(name, text)
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise GfdslError([diag("E703", src, src.span_at(nul), byte="0x00", offset=nul)])
-    return src

@@ -18,8 +18,9 @@ from lark import Lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from gfdsl.errors import Diagnostic, GfdslError, diag, did_you_mean
-from gfdsl.source import Source, Span
+from gfdsl.lang.source import Source, Span
 
+MAX_DEPTH = 64  # brackets or operators nested deeper than this are refused (E106)
 OPEN = {"(": ")", "[": "]", "{": "}"}
 CLOSE = {v: k for k, v in OPEN.items()}
 TERMINAL_WORDS = {
@@ -40,7 +41,6 @@ def _tokens(source: Source, p: Lark):
 
 def precheck(source: Source, p: Lark) -> None:
     """Character-level and bracket-level problems, found before parsing."""
-    from gfdsl.parse import MAX_DEPTH
 
     stack: list[tuple[str, Span]] = []
     try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gfdsl import ast
+from gfdsl.lang import ast
 from gfdsl.errors import Diagnostic, diag, did_you_mean
 from gfdsl.library.registry import Ref
-from gfdsl.source import Source
+from gfdsl.lang.source import Source
 
 INT_LIMIT = 2**62
 

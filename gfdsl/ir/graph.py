@@ -27,9 +27,9 @@ import re
 
 import networkx as nx
 
-from gfdsl.check import CheckedSpec
+from gfdsl.lang.check import CheckedSpec
 from gfdsl.errors import GfdslError, diag
-from gfdsl.source import Span
+from gfdsl.lang.source import Span
 
 
 def build(spec: CheckedSpec) -> nx.DiGraph:

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from gfdsl import ast
-from gfdsl.check_reward import RewardChecks
+from gfdsl.lang import ast
+from gfdsl.lang.check_reward import RewardChecks
 from gfdsl.errors import Diagnostic, GfdslError, diag, did_you_mean
-from gfdsl.evaluate import Bad, Evaluator, Scope, uses_var
+from gfdsl.lang.evaluate import Bad, Evaluator, Scope, uses_var
 from gfdsl.library import REGISTRY
 from gfdsl.library.registry import VALUE_TYPES, KernelUse, NetFacts, StateType
-from gfdsl.settings import RewardTrainSettings, TrainSettings
-from gfdsl.source import NO_SPAN, Source, Span
+from gfdsl.library.settings import RewardTrainSettings, TrainSettings
+from gfdsl.lang.source import NO_SPAN, Source, Span
 
 MAX_STATES = 100_000  # unrolled states in one model
 MAX_NUMEL = 1 << 24  # values in one state

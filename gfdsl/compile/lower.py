@@ -9,6 +9,8 @@ L_simple on a structure it does not fit) are diagnostics with the spec's line an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 import torch
 from torch import nn
@@ -16,12 +18,14 @@ from torch import nn
 import gfdsl.runtime  # noqa: F401  (switches off distribution validation)
 from gfdsl import ir
 from gfdsl.errors import GfdslError, diag
-from gfdsl.model import GfnModel, Plan, PlanStep
+from gfdsl.engine.model import GfnModel, Plan, PlanStep
+from gfdsl.engine.reward_model import RewardGfn
 from gfdsl.runtime import kernels as K
 from gfdsl.runtime import nets as N
+from gfdsl.runtime.discrete import Reward, Space
 from gfdsl.runtime.objectives import Objective
 from gfdsl.runtime.schedules import Schedule
-from gfdsl.source import Source, Span
+from gfdsl.lang.source import Source, Span
 
 
 def _key(name: str) -> str:
@@ -42,8 +46,6 @@ def chain(g: nx.DiGraph) -> list[str]:
 def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
     G = g.graph
     if G.get("kind") == "reward":
-        from gfdsl.reward_model import lower_reward
-
         return lower_reward(g, source)
     nodes = g.nodes
     schedules = nn.ModuleDict({n: Schedule(s["entry"], s["args"]) for n, s in G["schedules"].items()})
@@ -143,3 +145,21 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int) -> nn.
     if e == "truncate":
         return K.Truncate()
     raise KeyError(e)
+
+
+def lower_reward(g, source) -> RewardGfn:
+    """A reward-kind IR -> RewardGfn (nets built once, actions compiled into a Space)."""
+    G = g.graph
+    sp = G["space"]
+    space = Space(sp["dtype"], sp["params"], sp["size"], G["actions"], sp["exit"])
+    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
+    spec_dir = Path(source.path).resolve().parent if source is not None and source.path else None
+    reward = Reward(G["reward"]["entry"], G["reward"]["args"], space, spec_dir)
+    pol = G["policies"]
+    pf = _key(pol["forward"]["args"]["net"])
+    pb = _key(pol["backward"]["args"]["net"]) if pol["backward"]["entry"] == "softmax" else None
+    terms = [(float(t["coef"]), t["term"], {k: (_key(v) if k == "flow" else v) for k, v in t["args"].items()})
+             for t in G["objective"]]
+    attrs = {k: G[k] for k in ("name", "dims", "objective", "train", "space", "reward", "kind")}
+    attrs["dataset"] = None
+    return RewardGfn(attrs, space, nets, pf, pb, reward, terms, G["train"])

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gfdsl.reward_rollout import Kept, Rollouts, Traj, _distinct, _pad  # noqa: F401 (Kept: re-exported)
+from gfdsl.engine.reward_rollout import Kept, Rollouts, Traj, _distinct, _pad  # noqa: F401 (Kept: re-exported)
 from gfdsl.runtime.discrete import Reward, Space, against_reward
 
 NEG_INF = float("-inf")
@@ -319,29 +319,6 @@ class RewardGfn(Rollouts, nn.Module):
         return p_t, target
 
 
-def lower_reward(g, source) -> RewardGfn:
-    """A reward-kind IR -> RewardGfn (nets built once, actions compiled into a Space)."""
-    from pathlib import Path
-
-    from gfdsl.lower import _key
-    from gfdsl.runtime import nets as N
-
-    G = g.graph
-    sp = G["space"]
-    space = Space(sp["dtype"], sp["params"], sp["size"], G["actions"], sp["exit"])
-    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
-    spec_dir = Path(source.path).resolve().parent if source is not None and source.path else None
-    reward = Reward(G["reward"]["entry"], G["reward"]["args"], space, spec_dir)
-    pol = G["policies"]
-    pf = _key(pol["forward"]["args"]["net"])
-    pb = _key(pol["backward"]["args"]["net"]) if pol["backward"]["entry"] == "softmax" else None
-    terms = [(float(t["coef"]), t["term"], {k: (_key(v) if k == "flow" else v) for k, v in t["args"].items()})
-             for t in G["objective"]]
-    attrs = {k: G[k] for k in ("name", "dims", "objective", "train", "space", "reward", "kind")}
-    attrs["dataset"] = None
-    return RewardGfn(attrs, space, nets, pf, pb, reward, terms, G["train"])
-
-
 def param_groups(model: RewardGfn, lr: float) -> list[dict]:
     """Nets at the run's learning rate, log Z at the spec's lr_logz (Malkin et al. 2022
     train log Z about 100x faster than the policy)."""
@@ -352,4 +329,4 @@ def param_groups(model: RewardGfn, lr: float) -> list[dict]:
     return groups
 
 
-__all__ = ["Kept", "RewardGfn", "Traj", "lower_reward", "param_groups"]
+__all__ = ["Kept", "RewardGfn", "Traj", "param_groups"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gfdsl import ast
-from gfdsl.parse import parse, parser
-from gfdsl.source import Source
+from gfdsl.lang import ast
+from gfdsl.lang.parse import parse, parser
+from gfdsl.lang.source import Source
 
 PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "%": 2, "**": 4}
 NEG_PREC = 3

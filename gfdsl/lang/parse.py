@@ -16,11 +16,12 @@ from importlib import resources
 from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
-from gfdsl import ast
+from gfdsl.lang import ast
 from gfdsl.errors import GfdslError, diag
-from gfdsl.source import Source, Span
+from gfdsl.lang import messages
+from gfdsl.lang.messages import MAX_DEPTH
+from gfdsl.lang.source import Source, Span
 
-MAX_DEPTH = 64  # brackets or operators nested deeper than this are refused (E106)
 
 
 def grammar_text() -> str:
@@ -196,8 +197,6 @@ class _ToAst(Transformer_NonRecursive):
 
 def parse(source: Source) -> ast.Model:
     """Parse one spec. Raises GfdslError (never a Lark or Python error) on bad input."""
-    from gfdsl import messages
-
     p = parser()
     if not source.text.strip() or _only_comments(source.text):
         raise GfdslError([diag("E107", source, source.span_at(0, 0))])

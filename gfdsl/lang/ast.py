@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Union
 
-from gfdsl.source import Span
+from gfdsl.lang.source import Span
 
 # -- expressions ---------------------------------------------------------------------
 

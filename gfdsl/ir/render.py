@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 import networkx as nx
 
-from gfdsl.ir import natural
-
 from gfdsl.errors import GfdslError, diag
+from gfdsl.files import atomic_write
+from gfdsl.ir.graph import natural
 
 LEARNED = "#1f5fbf"
 FIXED = "#7a7a7a"
@@ -229,28 +228,3 @@ def write(g: nx.DiGraph, out: str, unroll: int = 6) -> None:
             raise GfdslError([diag("E705", None, None, path=out, fmt=f".{ext}")])
         data = dot.pipe(format=ext)
     atomic_write(out, data)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".gfdsl-", dir=folder)
-    except OSError as e:
-        raise GfdslError([diag("E704", None, None, path=path, why=e.strerror or str(e))]) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would,
-        # or keep the mode of the file it replaces
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as e:
-        os.unlink(tmp)
-        raise GfdslError([diag("E704", None, None, path=path, why=e.strerror or str(e))]) from None

@@ -186,12 +186,12 @@ def cmd_check(a) -> int:
 
 
 def cmd_compile(a) -> int:
-    from gfdsl import ast as ast_mod
+    from gfdsl.lang import ast as ast_mod
     from gfdsl import ir
     from gfdsl.driver import check_file
-    from gfdsl.parse import parse
-    from gfdsl.render import atomic_write
-    from gfdsl.source import read_source
+    from gfdsl.lang.parse import parse
+    from gfdsl.files import atomic_write
+    from gfdsl.files import read_source
 
     if a.dump == "ast":
         text = ast_mod.dump(parse(read_source(a.spec)))
@@ -205,7 +205,7 @@ def cmd_compile(a) -> int:
 
 
 def cmd_render(a) -> int:
-    from gfdsl import render
+    from gfdsl.ir import render
     from gfdsl.driver import check_file
 
     if a.unroll < 1:
@@ -217,9 +217,9 @@ def cmd_render(a) -> int:
 
 
 def cmd_fmt(a) -> int:
-    from gfdsl.fmt import format_source
-    from gfdsl.render import atomic_write
-    from gfdsl.source import read_source
+    from gfdsl.lang.fmt import format_source
+    from gfdsl.files import atomic_write
+    from gfdsl.files import read_source
 
     status = 0
     for path in a.specs:
@@ -244,7 +244,7 @@ def cmd_fmt(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from gfdsl.trainer import RunOptions, train
+    from gfdsl.engine.trainer import RunOptions, train
 
     if bool(a.spec) == bool(a.resume):
         raise _Usage("gfdsl: error: give either SPEC or --resume RUN")
@@ -252,7 +252,7 @@ def cmd_run(a) -> int:
         raise _Usage("gfdsl: error: --resume continues a run as it was started; "
                      "--set, --steps, --batch, --lr, --seed, --out and --compile cannot change it")
     if a.nproc > 1 and not os.environ.get("WORLD_SIZE"):
-        from gfdsl.distributed import launch
+        from gfdsl.engine.distributed import launch
 
         argv = list(sys.argv[1:]) if a.argv is None else list(a.argv)
         i = argv.index("--nproc") if "--nproc" in argv else None
@@ -291,7 +291,7 @@ def cmd_run(a) -> int:
 
 
 def cmd_sample(a) -> int:
-    from gfdsl.trainer import sample_run
+    from gfdsl.engine.trainer import sample_run
 
     print(f"wrote {sample_run(a.run, a.n, a.out, a.device, a.seed)}")
     return 0
@@ -300,7 +300,7 @@ def cmd_sample(a) -> int:
 def cmd_eval(a) -> int:
     import json
 
-    from gfdsl.trainer import eval_run
+    from gfdsl.engine.trainer import eval_run
 
     print(json.dumps(eval_run(a.run, a.k, a.n, a.device), indent=2))
     return 0

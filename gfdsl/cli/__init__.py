@@ -1,0 +1,3 @@
+"""The `gfdsl` command line (gfdsl.cli.app)."""
+
+from gfdsl.cli.app import entry, main  # noqa: F401
