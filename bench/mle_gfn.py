@@ -85,7 +85,7 @@ def build(model: str, dataset: str, T: int, seed: int, config: str = "pb-only", 
 
 
 def adam(m):
-    from gfdsl.engine.trainer import make_optimizer
+    from gfdsl.engine.loop import make_optimizer
 
     return make_optimizer(torch.optim.Adam, [{"params": [p for p in m.parameters() if p.requires_grad], "lr": 1e-3}],
                           1e-3, 0.0)

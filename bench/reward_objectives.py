@@ -52,13 +52,13 @@ def variant_text(spec: str, objective: str, backward: str | None, train: str) ->
 def run(text: str, overrides: dict, steps: int, batch: int, seed: int) -> dict:
     from gfdsl.driver import check_source
     from gfdsl.compile.lower import lower
-    from gfdsl.engine.reward_model import param_groups
-    from gfdsl.engine.trainer import make_optimizer
+    from gfdsl.engine.module import param_groups
+    from gfdsl.engine.loop import make_optimizer
 
     c = check_source(text, overrides)
     torch.manual_seed(seed)
     m = lower(c.graph, c.source)
-    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3), 1e-3, 0.0)
+    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3, 0.1), 1e-3, 0.0)
     empty = torch.zeros(batch, 0)
     t0 = time.perf_counter()
     for k in range(steps):
@@ -67,7 +67,7 @@ def run(text: str, overrides: dict, steps: int, batch: int, seed: int) -> dict:
         loss.backward()
         opt.step()
     dt = time.perf_counter() - t0
-    ev = m.exact()
+    ev = m.exact_distribution()
     return {"it_s": steps / dt, "l1": ev["exact_l1"], "log_z_err": ev["log_z_error"]}
 
 

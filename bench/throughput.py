@@ -79,13 +79,13 @@ def ddpm_throughput(steps: int, batch: int, amp: bool, dev: torch.device) -> tup
 def hypergrid_throughput(steps: int, batch: int, ndim: int, dev: torch.device) -> tuple[float, float]:
     from gfdsl.driver import check_file
     from gfdsl.compile.lower import lower
-    from gfdsl.engine.reward_model import param_groups
-    from gfdsl.engine.trainer import make_optimizer
+    from gfdsl.engine.module import param_groups
+    from gfdsl.engine.loop import make_optimizer
 
     torch.manual_seed(0)
     c = check_file(ROOT / "specs" / "hypergrid.gfn", {"D": ndim})
     m = lower(c.graph, c.source).to(dev)
-    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3), 1e-3, 0.0)
+    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3, 0.1), 1e-3, 0.0)
     empty = torch.zeros(batch, 0, device=dev)
 
     def step():

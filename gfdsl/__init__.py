@@ -23,15 +23,15 @@ def compile_spec(path, overrides: dict[str, int] | None = None):
 
 def train(spec, options=None, overrides: dict[str, int] | None = None) -> dict:
     """Train a spec as `gfdsl run` does; returns the summary dict. Imports torch."""
-    from gfdsl.engine.trainer import RunOptions
-    from gfdsl.engine.trainer import train as _train
+    from gfdsl.engine.rundir import RunOptions
+    from gfdsl.engine.loop import train as _train
 
     return _train(str(spec), options or RunOptions(progress=False), overrides)
 
 
 def __getattr__(name):  # RunOptions without importing torch at `import gfdsl`
     if name == "RunOptions":
-        from gfdsl.engine.trainer import RunOptions
+        from gfdsl.engine.rundir import RunOptions
 
         return RunOptions
     raise AttributeError(name)

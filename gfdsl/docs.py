@@ -17,8 +17,8 @@ from gfdsl.library import REGISTRY
 TITLES = {"kernel": "Kernels (`forward = ...`, `backward = ...`)", "prior": "Priors (`source x ~ ...`)",
           "net": "Nets (`net name = ...`)", "schedule": "Schedules (`schedule name = ...`)",
           "dataset": "Data sets (`dataset = ...`)", "objective": "Objective terms (`objective = ...`)",
-          "action": "Actions of reward-driven models (`action name = ...`)",
-          "reward": "Rewards (`reward = ...`)", "policy": "Policies of reward-driven models (`policy forward = ...`)"}
+          "reward": "Rewards (`reward = ...`)", "energy": "Energies (`energy = ...`, R(x) = exp(-E(x)))",
+          "action": "Actions (`action name = ...`)", "policy": "Policies over actions (`policy forward = ...`)"}
 
 
 def _args(entry) -> str:

@@ -29,7 +29,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E201": ("unknown name '{name}'", "{hint}"),
     "E202": ("'{name}' is already defined", "the first definition is at line {line}; rename one of them"),
     "E203": ("unknown {kind} '{name}'", "{hint}"),
-    "E204": ("'{name}' is a {actual}, but a {expected} is needed here", "{hint}"),
+    "E204": ("'{name}' is {actual}, but {expected} is needed here", "{hint}"),
     "E205": ("{message}", "{hint}"),
     "E206": ("the model has no {what}", "add {example}"),
     "E207": ("'{name}' is declared more than once", "keep one `{name}` declaration"),
@@ -64,7 +64,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E507": ("{message}", "{hint}"),
     "E508": ("the {direction} kernel is given twice", "keep one `{direction} = ...`"),
     "E509": ("action {name} does the same as action {other}", "two actions with one effect make a multigraph; remove one"),
-    "E510": ("a reward-driven model has exactly one state, {why}", "{hint}"),
+    "E510": ("a model with actions has exactly one state, {why}", "{hint}"),
     # -- capabilities ----------------------------------------------------------------
     "E601": ("inverse() needs a bijective forward kernel, but {kernel}() is not bijective", "{hint}"),
     "E602": ("objective {objective}() needs a learned backward policy, but {why}", "{hint}"),
@@ -74,9 +74,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E606": ("nothing in the model is learned", "use a kernel with a `net`, or a learned prior"),
     "E607": ("{message}", "{hint}"),
     "E609": ("{policy} is learned, but no objective term trains it", "{hint}"),
-    "E610": ("the source {state} ({type}) needs a prior", "write `source {state} ~ normal()` (or another prior)"),
+    "E610": ("the source {state} ({type}) needs a prior", "write `source {state} ~ normal()` (or another prior, a data "
+                                                            "set, or a point: `source {state} = 0`)"),
     "E611": ("objective {objective}() needs a reward R(x), but this model is trained from data", "{hint}"),
-    "E612": ("{what} belongs to {kind} models, but this model {why}", "{hint}"),
+    "E612": ("{what} belongs to {kind}, but this model {why}", "{hint}"),
+    "E613": ("objective {objective}() trains from data, but this model has no data set", "{hint}"),
+    "E614": ("a posterior needs a data set, a reward and an objective `<data terms> then rtb`, but {why}", "{hint}"),
+    "E615": ("objective {objective}() needs {need}, but {why}", "{hint}"),
     "E608": ("the objective must be a weighted sum of terms, {why}", "write e.g. `elbo + 0.25 * tbc(k = 2)`"),
     # -- files and usage ---------------------------------------------------------------
     "E701": ("cannot read {path}: {why}", "check the path"),
@@ -151,6 +155,11 @@ def diag(code: str, source: Source | None, span: Span | None, notes: tuple[str, 
     if source is None and span is NO_SPAN:
         span = None
     return Diagnostic(code, message, path, span, hint, excerpt, tuple(notes))
+
+
+def article(word: str) -> str:
+    """'a net', 'an energy': a noun with its indefinite article, for messages."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def did_you_mean(name: str, candidates) -> str:

@@ -13,7 +13,9 @@ import torch
 
 from gfdsl.driver import check_source
 from gfdsl.compile.lower import lower
-from gfdsl.runtime.discrete import Space, terminating_distribution
+from gfdsl.engine import objectives as O
+from gfdsl.engine.trajectory import Trajectory
+from gfdsl.runtime.spaces import Space, terminating_distribution
 
 
 def _acts(*moves, when="anytime"):
@@ -180,12 +182,24 @@ def grid_model(objective="tb", backward="softmax(net = pb)", train="", seed=0):
     return lower(c.graph, c.source)
 
 
+def term(m, name: str, t, lr, args: dict):
+    """The objective term `name` on trajectory t (log-probabilities set), as the engine computes it."""
+    if name == "fm":
+        return m.space.flow_matching(t, lr, args.get("dedup"))[0]
+    t.log_pf, t.log_pb = m.log_probs(t) if t.log_pf is None or t.log_pb is None else (t.log_pf, t.log_pb)
+    if name == "tb":
+        return O.trajectory_balance(t, m.log_Z, lr)
+    if name == "vargrad":
+        return O.vargrad(t, lr)
+    f, node = m.space.log_flows(t, lr, m.nets["fl"])
+    return O.detailed_balance(t, f) if name == "db" else O.subtrajectory_balance(t, f, node, args["lamda"])
+
+
 def hand_traj(m):
     """s0=(0,0) -inc[0]-> (1,0) -inc[1]-> (1,1) -exit-> x=(1,1), padded by one step."""
-    from gfdsl.engine.reward_model import Traj
 
     st = torch.tensor([[0, 0], [1, 0], [1, 1], [1, 1], [1, 1]])[:, None, :]
-    return Traj(st, torch.tensor([0, 1, m.space.M, -1])[:, None])
+    return Trajectory(st, actions=torch.tensor([0, 1, m.space.space.M, -1])[:, None])
 
 
 def test_log_probs_of_a_hand_trajectory():
@@ -193,8 +207,8 @@ def test_log_probs_of_a_hand_trajectory():
     t = hand_traj(m)
     lpf, lpb = (v.detach() for v in m.log_probs(t))
     S = t.states[:, 0]
-    want_f = [m.log_pf_all(S[0:1])[0, 0], m.log_pf_all(S[1:2])[0, 1], m.log_pf_all(S[2:3])[0, 2], 0.0]
-    want_b = [m.log_pb_all(S[1:2])[0, 0], m.log_pb_all(S[2:3])[0, 1], 0.0, 0.0]
+    want_f = [m.space.log_pf_all(S[0:1])[0, 0], m.space.log_pf_all(S[1:2])[0, 1], m.space.log_pf_all(S[2:3])[0, 2], 0.0]
+    want_b = [m.space.log_pb_all(S[1:2])[0, 0], m.space.log_pb_all(S[2:3])[0, 1], 0.0, 0.0]
     assert torch.allclose(lpf[:, 0], torch.tensor([float(v.detach()) if torch.is_tensor(v) else v for v in want_f]))
     assert torch.allclose(lpb[:, 0], torch.tensor([float(v.detach()) if torch.is_tensor(v) else v for v in want_b]))
     # (1, 0) has one parent: P_B there is 1 whatever the net says
@@ -203,7 +217,7 @@ def test_log_probs_of_a_hand_trajectory():
 
 def test_uniform_backward_policy_counts_parents():
     m = grid_model(backward="uniform()")
-    lp = m.log_pb_all(torch.tensor([[1, 1], [0, 2], [0, 0]]))
+    lp = m.space.log_pb_all(torch.tensor([[1, 1], [0, 2], [0, 0]]))
     assert torch.allclose(lp[0], torch.full((2,), -math.log(2)))
     assert lp[1, 1] == 0 and lp[1, 0] == -math.inf
     assert torch.isinf(lp[2]).all()  # the start state has no parent
@@ -219,7 +233,8 @@ def test_objectives_match_hand_computation(objective):
     lr = m.reward(t.states[-1])
     name = objective.split("(")[0]
     args = {"lamda": 0.5} if name == "subtb" else {}
-    got = float(getattr(m, f"_{name}")(t, lpf, lpb, lr, args).detach())
+    t.log_pf, t.log_pb = lpf, lpb
+    got = float(term(m, name, t, lr, args).detach())
     f, b, r = lpf[:, 0].tolist(), lpb[:, 0].tolist(), float(lr[0])
     if name == "tb":
         want = (0.7 + sum(f) - r - sum(b)) ** 2
@@ -227,7 +242,7 @@ def test_objectives_match_hand_computation(objective):
         want = 0.0  # one trajectory: no variance
     elif name in ("db", "subtb"):
         S = t.states[:, 0]
-        F = [float(m.log_flow(S[k:k + 1])[0].detach()) for k in range(3)] + [r]  # nodes s0, s1, s2, x
+        F = [float(m.space.log_flow(S[k:k + 1], m.nets["fl"])[0].detach()) for k in range(3)] + [r]  # nodes s0, s1, s2, x
         if name == "db":
             want = ((F[0] + f[0] - F[1] - b[0]) ** 2 + (F[1] + f[1] - F[2] - b[1]) ** 2 + (F[2] + f[2] - F[3]) ** 2) / 3
         else:
@@ -240,7 +255,7 @@ def test_objectives_match_hand_computation(objective):
             want = num / den
     else:  # fm: flows into (1,0) and (1,1) against flows out, and the exit flow of x
         S = t.states[:, 0]
-        E = m.nets["pf"](m.space.encode(torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1]]))).tolist()
+        E = m.nets["pf"](m.space.space.encode(torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1]]))).tolist()
         s00, s10, s01, s11 = E
 
         def lse(*v):
@@ -255,23 +270,23 @@ def test_objectives_match_hand_computation(objective):
 def test_backward_rollout_gives_valid_forward_trajectories():
     m = grid_model()
     torch.manual_seed(1)
-    x = m.space.enumerate()
-    t = m.backward_rollout(x)
+    x = m.space.space.enumerate()
+    t = m.space.backward_rollout(x)
     T = t.actions.shape[0]
     for b in range(x.shape[0]):
         s = t.states[0, b]
-        assert torch.equal(s, m.space.s0(1, "cpu")[0])
+        assert torch.equal(s, m.space.space.s0(1, "cpu")[0])
         for k in range(T):
             a = int(t.actions[k, b])
             if a < 0:
                 assert torch.equal(t.states[k + 1, b], x[b])
                 continue
-            if a == m.space.M:
+            if a == m.space.space.M:
                 assert torch.equal(t.states[k, b], x[b])
                 continue
-            assert bool(m.space.forward_mask(t.states[k, b][None])[0, a])
-            assert torch.equal(m.space.step(t.states[k, b][None], torch.tensor([a]))[0], t.states[k + 1, b])
-        assert int((t.actions[:, b] == m.space.M).sum()) == 1
+            assert bool(m.space.space.forward_mask(t.states[k, b][None])[0, a])
+            assert torch.equal(m.space.space.step(t.states[k, b][None], torch.tensor([a]))[0], t.states[k + 1, b])
+        assert int((t.actions[:, b] == m.space.space.M).sum()) == 1
     assert torch.equal(t.states[-1], x)
 
 
@@ -282,36 +297,35 @@ def test_every_rollout_samples_the_policy_and_scores_it(how, explore):
     (or of its exploratory mixture), produce consistent states, and the log P_F (and,
     for the compact rollout's kept pass, log P_B) they keep equals rescoring the
     trajectories afterwards."""
-    from gfdsl.engine.reward_model import Traj
 
     m = grid_model(train=explore)
     torch.manual_seed(0)
     n = 4000
     on = bool(explore)
-    roll = {"table": lambda: m._rollout_table(n, on, True), "compact": lambda: m._rollout_compact(n, on, True),
-            "steps": lambda: m._rollout_steps(n, on, True)}[how]
+    roll = {"table": lambda: m.space._rollout_table(n, on, True), "compact": lambda: m.space._rollout_compact(n, on, True),
+            "steps": lambda: m.space._rollout_steps(n, on, True)}[how]
     t = roll()
     x = t.states[-1]
-    p = torch.bincount(m.space.index(x), minlength=9).float() / n
+    p = torch.bincount(m.space.space.index(x), minlength=9).float() / n
     if on:  # the mixture stops at a different distribution than P_F
-        eps, tau = m.epsilon, m.temperature
-        m.epsilon, m.temperature = 0.0, 1.0
-        p_f, _ = terminating_distribution(m.space, m.log_pf_all)
-        m.epsilon, m.temperature = eps, tau
-        q = lambda S: m._explore(m.log_pf_all(S), m.space.forward_mask(S))  # noqa: E731
-        p_t, _ = terminating_distribution(m.space, q)
+        eps, tau = m.space.epsilon, m.space.temperature
+        m.space.epsilon, m.space.temperature = 0.0, 1.0
+        p_f, _ = terminating_distribution(m.space.space, m.space.log_pf_all)
+        m.space.epsilon, m.space.temperature = eps, tau
+        q = lambda S: m.space._explore(m.space.log_pf_all(S), m.space.space.forward_mask(S))  # noqa: E731
+        p_t, _ = terminating_distribution(m.space.space, q)
         assert (p_t - p_f).abs().sum() > 0.05
     else:
-        p_t, _ = terminating_distribution(m.space, m.log_pf_all)
+        p_t, _ = terminating_distribution(m.space.space, m.space.log_pf_all)
     assert (p - p_t.float()).abs().max() < 0.03
-    assert ((t.actions == m.space.M).sum(0) == 1).all()
+    assert ((t.actions == m.space.space.M).sum(0) == 1).all()
     a = t.actions
     for k in range(a.shape[0]):  # states follow from the actions
-        mv = (a[k] >= 0) & (a[k] < m.space.M)
+        mv = (a[k] >= 0) & (a[k] < m.space.space.M)
         want = t.states[k].clone()
-        want[mv] = m.space.step(want[mv], a[k][mv])
+        want[mv] = m.space.space.step(want[mv], a[k][mv])
         assert torch.equal(t.states[k + 1], want)
-    again_f, again_b = m.log_probs(Traj(t.states, t.actions))  # P_F's own log-probabilities
+    again_f, again_b = m.log_probs(Trajectory(t.states, actions=t.actions))  # P_F's own log-probabilities
     if how == "compact":  # the kept forward pass, replayed
         assert t.log_pf is None and t.kept is not None
         kept_f, kept_b = m.log_probs(t)
@@ -346,19 +360,18 @@ def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, when, d
     once (always, while common, never), and log_probs replays it and evaluates P_B on
     its rows: the TB loss and every gradient equal those of rescoring the same
     trajectories from scratch."""
-    from gfdsl.engine.reward_model import Traj
 
     torch.manual_seed(0)
     c = check_source(GRID3 % (when, act, act))
     m = lower(c.graph, c.source)
     m.log_Z.data.fill_(1.5)
-    m.DEDUP = dedup
+    m.space.DEDUP = dedup
     torch.manual_seed(1)
     B = 64
-    t = m._rollout_compact(B, False, True)
+    t = m.space._rollout_compact(B, False, True)
     valid = t.actions.reshape(-1) >= 0
     visited = t.states[:-1].reshape(-1, 3)[valid]
-    R, U = t.kept.states.shape[0], torch.unique(m.space.index(visited)).shape[0]
+    R, U = t.kept.states.shape[0], torch.unique(m.space.space.index(visited)).shape[0]
     if dedup == 0:  # one row per distinct state (a step's rows share a level)
         assert R == U
     elif dedup == 10 ** 9:  # one row for step 0, then one per transition
@@ -366,10 +379,11 @@ def test_kept_rollout_pass_scores_and_differentiates_like_rescoring(act, when, d
     else:
         assert U <= R < int(valid.sum()) - (B - 1)
     got = []
-    for traj in (t, Traj(t.states, t.actions)):
+    for traj in (t, Trajectory(t.states, actions=t.actions)):
         m.zero_grad()
         lpf, lpb = m.log_probs(traj)
-        loss = m._tb(traj, lpf, lpb, m.reward(traj.states[-1]), {})
+        traj.log_pf, traj.log_pb = lpf, lpb
+        loss = O.trajectory_balance(traj, m.log_Z, m.reward(traj.states[-1]))
         loss.backward()
         got.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
     (l1, g1), (l2, g2) = got
@@ -401,7 +415,7 @@ def test_masking_and_encoding_agree_with_their_definitions(name):
 
 
 def test_gumbel_max_samples_the_softmax_and_never_a_masked_action():
-    from gfdsl.engine.reward_rollout import _gumbel
+    from gfdsl.engine.rollout import _gumbel
 
     torch.manual_seed(0)
     logits = torch.tensor([[0.5, -1.0, float("-inf"), 2.0, 0.0]])
@@ -416,20 +430,20 @@ def test_gumbel_max_samples_the_softmax_and_never_a_masked_action():
 def test_training_reaches_the_target_on_a_small_grid(train):
     """TB on a 3x3 grid, on- and off-policy: the exact L1 falls well below its start."""
     m = grid_model(train=train)
-    assert m.off_policy == bool(train) and m.rescores == ("replay" in train)
-    from gfdsl.engine.reward_model import param_groups
+    assert (m.space.explores or m.replay is not None) == bool(train) and (m.replay is not None) == ("replay" in train)
+    from gfdsl.engine.module import param_groups
 
-    opt = torch.optim.Adam(param_groups(m, 1e-2))
-    start = m.exact()["exact_l1"]
+    opt = torch.optim.Adam(param_groups(m, 1e-2, 1e-2))
+    start = m.exact_distribution()["exact_l1"]
     for step in range(150):
         loss, _ = m.loss(torch.zeros(32, 0), step)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    ev = m.exact()
+    ev = m.exact_distribution()
     assert ev["exact_l1"] < 0.1 < start, (start, ev)
     if "replay" in train:
-        assert int(m.replay_n) > 256  # the buffer filled and wrapped
+        assert int(m.replay.n) > 256  # the buffer filled and wrapped
 
 
 # -- end to end: the CLI, checkpoints and resumption -----------------------------------------
@@ -477,7 +491,11 @@ def test_resume_with_exploration_and_replay_is_bit_identical(tmp_path):
     resumed from its step-20 checkpoint ends exactly where the uninterrupted run does."""
     import shutil
 
-    from gfdsl.engine.trainer import CKPT, RunOptions, read_checkpoint, train
+    from gfdsl.engine.checkpoint import CKPT, read_checkpoint
+
+    from gfdsl.engine.loop import train
+
+    from gfdsl.engine.rundir import RunOptions
 
     spec = small_hypergrid(tmp_path, "replay = 64\n    epsilon = 0.1\n    checkpoint_every = 20")
     full, snap = tmp_path / "full", tmp_path / "snap"
@@ -491,7 +509,7 @@ def test_resume_with_exploration_and_replay_is_bit_identical(tmp_path):
     a, ma = read_checkpoint(full / CKPT)
     b, mb = read_checkpoint(snap / CKPT)
     assert ma["step"] == mb["step"] == "60"
-    assert any(k.startswith("model.replay_x") for k in a) and set(a) == set(b)
+    assert any(k.startswith("model.replay.x") for k in a) and set(a) == set(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
@@ -510,7 +528,7 @@ def test_table_reward_is_read_per_state_and_bad_files_are_named(tmp_path):
 
     c = check_file(spec)
     m = lower(c.graph, c.source)
-    S = m.space.enumerate()
+    S = m.space.space.enumerate()
     assert torch.allclose(m.reward(S), torch.from_numpy(np.log(r)).float())
     np.save(tmp_path / "r.npy", r[:5])
     with pytest.raises(GfdslError) as e:
@@ -527,7 +545,7 @@ def test_scoring_distinct_states_once_equals_scoring_every_row():
     (the GPU way) agree."""
     m = grid_model()
     torch.manual_seed(3)
-    t = m.rollout(64)
+    t = m.space.rollout(64)
     T, B = t.actions.shape
     s = t.states[:-1].reshape(T * B, -1)
     a = t.actions.reshape(-1)
@@ -535,7 +553,7 @@ def test_scoring_distinct_states_once_equals_scoring_every_row():
     out = []
     for dedup in (True, False):
         m.zero_grad()
-        v = m._gather_unique(m.log_pf_all, s, a.clamp(min=0), keep, dedup)
+        v = m.space._gather_unique(m.space.log_pf_all, s, a.clamp(min=0), keep, dedup)
         v.sum().backward()
         out.append((v.detach(), [p.grad.clone() for p in m.nets["pf"].parameters()]))
     assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
@@ -556,8 +574,8 @@ def test_hypergrid_reward_matches_hand_values_and_its_dense_table():
         m = lower(c.graph, c.source)
         s = torch.tensor(list(cases))
         assert torch.allclose(m.reward(s), torch.tensor(list(cases.values())).log())
-        S = m.space.enumerate()
-        assert m.space.n_states <= m.reward.DENSE
+        S = m.space.space.enumerate()
+        assert m.space.space.n_states <= m.reward.DENSE
         assert torch.equal(m.reward(S), m.reward.log_reward(S))
 
 
@@ -567,11 +585,11 @@ def test_backward_rollout_draws_the_backward_policy():
     x = torch.tensor([[1, 2]])  # two parents: (0, 2) by inc[0], (1, 1) by inc[1]
     torch.manual_seed(0)
     n = 20_000
-    t = m.backward_rollout(x.expand(n, -1))
+    t = m.space.backward_rollout(x.expand(n, -1))
     n_b = (t.actions >= 0).sum(0) - 1  # position of the exit; the move before it made x
     last = t.actions.gather(0, (n_b - 1)[None])[0]
     freq = torch.bincount(last, minlength=2).float() / n
-    want = m.log_pb_all(x)[0].exp().detach()
+    want = m.space.log_pb_all(x)[0].exp().detach()
     assert torch.allclose(freq, want, atol=0.015)
 
 
@@ -579,17 +597,17 @@ def test_backward_rollout_draws_the_backward_policy():
 def test_flow_objectives_on_the_kept_pass_equal_rescoring(objective):
     """db and subtb read the state flow of each distinct state once, from the kept rows
     of a compact rollout or through deduplicated scoring: the same loss and gradients."""
-    from gfdsl.engine.reward_model import Traj
 
     m = grid_model(objective=objective)
     torch.manual_seed(2)
-    t = m._rollout_compact(64, False, True)
+    t = m.space._rollout_compact(64, False, True)
     name = objective.split("(")[0]
     got = []
-    for traj in (t, Traj(t.states, t.actions)):
+    for traj in (t, Trajectory(t.states, actions=t.actions)):
         m.zero_grad()
         lpf, lpb = m.log_probs(traj)
-        loss = getattr(m, f"_{name}")(traj, lpf, lpb, m.reward(traj.states[-1]), dict(m.terms[0][2]))
+        traj.log_pf, traj.log_pb = lpf, lpb
+        loss = term(m, name, traj, m.reward(traj.states[-1]), dict(m.spec["objective"][0]["args"]))
         loss.backward()
         got.append((loss.detach(), [p.grad.clone() for p in m.nets["fl"].parameters()]))
     assert torch.allclose(got[0][0], got[1][0], rtol=1e-5)
@@ -603,11 +621,11 @@ def test_flow_matching_over_distinct_states_equals_the_definition(dedup):
     loss written out edge by edge with a net call per state (values and gradients)."""
     m = grid_model("fm", backward="uniform()")
     torch.manual_seed(5)
-    t = m.rollout(16)
-    sp, net = m.space, m.nets["pf"]
+    t = m.space.rollout(16)
+    sp, net = m.space.space, m.nets["pf"]
     lr = m.reward(t.states[-1])
     m.zero_grad()
-    got = m._fm(t, None, None, lr, {}, dedup)
+    got = term(m, "fm", t, lr, {"dedup": dedup})
     got.backward()
     g_got = [p.grad.clone() for p in net.parameters()]
 
@@ -638,17 +656,17 @@ def test_flow_matching_over_distinct_states_equals_the_definition(dedup):
 def test_flow_matching_trains_without_scoring_the_trajectories():
     """fm alone reads no log P_F / log P_B: the rollout keeps no score, the NaN guard
     reads the edge flows, and the exact L1 falls well below its start."""
-    from gfdsl.engine.reward_model import param_groups
+    from gfdsl.engine.module import param_groups
 
     m = grid_model("fm", backward="uniform()")
-    assert not m.scores and grid_model().scores
-    opt = torch.optim.Adam(param_groups(m, 1e-2))
-    start = m.exact()["exact_l1"]
+    assert not m.objective.scores and grid_model().objective.scores
+    opt = torch.optim.Adam(param_groups(m, 1e-2, 1e-2))
+    start = m.exact_distribution()["exact_l1"]
     for step in range(300):  # fm learns slower than tb here
         loss, _ = m.loss(torch.zeros(32, 0), step)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert m.objective.health.tolist() == [True, True]
-    ev = m.exact()
+    assert m.objective.health.tolist() == [True, True, True]
+    ev = m.exact_distribution()
     assert ev["exact_l1"] < 0.1 < start, (start, ev)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from gfdsl.engine.trainer import CKPT, read_checkpoint
+from gfdsl.engine.loop import train  # noqa: F401
+from gfdsl.engine.checkpoint import CKPT, read_checkpoint  # noqa: F401
+from gfdsl.engine.rundir import RunOptions  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

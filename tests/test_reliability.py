@@ -19,7 +19,9 @@ import pytest
 import torch
 
 from gfdsl.errors import GfdslError
-from gfdsl.engine.trainer import CKPT, RunOptions, read_checkpoint, train
+from gfdsl.engine.loop import train  # noqa: F401
+from gfdsl.engine.checkpoint import CKPT, read_checkpoint  # noqa: F401
+from gfdsl.engine.rundir import RunOptions  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -118,7 +118,11 @@ def test_cosine_lr_decay_over_the_run_or_each_ipf_round(spec, steps, period, tmp
     P the run (or, under ipf(rounds = 6), one round); read back from the last checkpoint."""
     import math
 
-    from gfdsl.engine.trainer import RunOptions, read_checkpoint, train
+    from gfdsl.engine.checkpoint import CKPT, read_checkpoint
+
+    from gfdsl.engine.loop import train
+
+    from gfdsl.engine.rundir import RunOptions
 
     src = (in_root / "specs" / f"{spec}.gfn").read_text()
     if "lr_decay" not in src:  # the bridge's spec sets it itself

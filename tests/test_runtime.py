@@ -19,6 +19,7 @@ from gfdsl.runtime.kernels import Bijection
 from tests.conftest import SPECS
 
 SMALL = {"ddpm": {"T": 4}, "ddpm_digits": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3},
+         "sampler_gmm": {"T": 4}, "posterior_ddpm": {"T": 4}, "bridge_moons_8gaussians": {"T": 4},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}}
 
 
@@ -41,25 +42,34 @@ def data_for(c, n=8):
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
 def test_lowered_contract(spec, tmp_path):
     c, m = build(spec)
-    if c.graph.graph["kind"] == "reward":
+    G = c.graph.graph
+    if G["space"] is not None:
         return _reward_lowered_contract(spec, c, m, tmp_path)
-    x = data_for(c)
+    x = data_for(c) if G["dataset"] is not None else torch.zeros(8, 0)
     # samples look like data
     t = m.sample(5)
-    assert t.states[-1].shape == (5, *[int(v) for v in x.shape[1:]])
-    assert t.log_pf.shape == t.log_pb.shape == (len(m.plan.steps), 5)
-    # the loss is finite and every learned parameter gets a gradient (ipf: over both phases)
-    grads = {n: False for n, p in m.named_parameters()}
-    phases = [0, 1] if any(t["term"] == "ipf" for t in m.spec["objective"]) else [0]
-    for phase in phases:
+    assert t.states[-1].shape == (5, *m.data_shape)
+    assert t.log_pf.shape == t.log_pb.shape == (len(m.space.plan.steps), 5)
+    # the loss is finite and every learned parameter gets a gradient (ipf: over both
+    # phases; a posterior: over both stages, its prior frozen after the first)
+    grads = {n: False for n, p in m.named_parameters() if p.requires_grad}
+    phases = [0, 6] if any(t["term"] == "ipf" for t in m.spec["objective"]) else [0]
+    if m.prior_chain is not None:
+        m.objective.prior_steps, phases = 3, [0, 3]
+    for step in phases:
         m.objective.total_steps = 2 * 6
-        loss, terms = m.loss(x, step=phase * 6 if phase else 0)
+        if m.prior_chain is not None and step == 3:
+            m.freeze_prior()
+        loss, terms = m.loss(x, step=step)
         assert torch.isfinite(loss), (spec.stem, terms)
         m.zero_grad(set_to_none=True)
         loss.backward()
         for n, p in m.named_parameters():
-            grads[n] |= p.grad is not None and bool(torch.isfinite(p.grad).all())
+            if p.requires_grad:
+                grads[n] |= p.grad is not None and bool(torch.isfinite(p.grad).all())
     assert all(grads.values()), [n for n, v in grads.items() if not v]
+    if G["dataset"] is None or G["source_data"] is not None:
+        return  # no likelihood without data, or without the source's density
     # log-likelihood is finite
     assert torch.isfinite(m.log_likelihood(x[:4], k=3)).all()
     # state round-trips through safetensors (shared nets de-duplicated)
@@ -78,8 +88,8 @@ def test_bijections_invert_and_logdet_matches_autograd(spec):
     torch.manual_seed(0)
     for p in m.parameters():  # move away from the identity initialisation
         p.data.add_(0.3 * torch.randn_like(p))
-    for s in m.plan.steps:
-        k = m.kernels[s.fwd]
+    for s in m.space.plan.steps:
+        k = m.space.kernels[s.fwd]
         assert isinstance(k, Bijection)
         x = torch.randn(6, 2)
         i = torch.full((6,), s.pos)
@@ -99,8 +109,8 @@ def test_flow_likelihood_is_change_of_variables():
         p.data.add_(0.2 * torch.randn_like(p))
     x = torch.randn(5, 2)
     h, total = x, torch.zeros(5)
-    for s in reversed(m.plan.steps):
-        h, ld = m.kernels[s.fwd].inverse_map(h, torch.full((5,), s.pos))
+    for s in reversed(m.space.plan.steps):
+        h, ld = m.space.kernels[s.fwd].inverse_map(h, torch.full((5,), s.pos))
         total = total + ld
     expected = torch.distributions.Normal(0.0, 1.0).log_prob(h).sum(1) + total
     assert torch.allclose(m.log_likelihood(x), expected, atol=1e-5)
@@ -108,8 +118,8 @@ def test_flow_likelihood_is_change_of_variables():
 
 def test_ddpm_kernels_match_torch_distributions_and_hand_values():
     c, m = build([s for s in SPECS if s.stem == "ddpm"][0])
-    bk = m.kernels["step1:backward"]
-    fk = m.kernels["step1:forward"]
+    bk = m.space.kernels["step1:backward"]
+    fk = m.space.kernels["step1:forward"]
     s = bk.s
     b = torch.linspace(1e-4, 0.02, 4, dtype=torch.float64)
     assert torch.allclose(s.abar.double(), torch.cumprod(1 - b, 0), atol=1e-7)
@@ -129,14 +139,14 @@ def test_ddpm_kernels_match_torch_distributions_and_hand_values():
 
 def test_gaussian_and_bernoulli_kernels_match_torch():
     c, m = build([s for s in SPECS if s.stem == "hvae"][0])
-    g = m.kernels["step1:forward"]  # gaussian(net = dec2): p(z1 | z2)
+    g = m.space.kernels["step1:forward"]  # gaussian(net = dec2): p(z1 | z2)
     z2 = torch.randn(3, 16)
     z1 = torch.randn(3, 32)
     out = g.net(z2)
     mu, lv = out.chunk(2, 1)
     ref = torch.distributions.Normal(mu, (0.5 * lv).exp()).log_prob(z1).sum(1)
     assert torch.allclose(g.dist(z2, torch.zeros(3, dtype=torch.long)).log_prob(z1), ref, atol=1e-5)
-    bern = m.kernels["step2:forward"]
+    bern = m.space.kernels["step2:forward"]
     x = torch.randint(0, 2, (3, 64)).float()
     ref = torch.distributions.Bernoulli(logits=bern.net(z1)).log_prob(x).sum(1)
     assert torch.allclose(bern.dist(z1, torch.zeros(3, dtype=torch.long)).log_prob(x), ref, atol=1e-5)
@@ -192,7 +202,7 @@ def test_autoregressive_likelihood_is_exact_and_normalised():
     assert m.exact
     assert math.isclose(float(ll.exp().sum()), 1.0, rel_tol=1e-5)
     # the one-call path (MADE) equals the step-by-step path
-    k = m.kernels["step1:forward"]
+    k = m.space.kernels["step1:forward"]
     k.all_positions = False
     assert torch.allclose(m.log_likelihood(xs), ll, atol=1e-6)
 
@@ -201,15 +211,15 @@ def test_latent_likelihood_matches_enumeration():
     torch.manual_seed(0)
     c = check_source(TINY_LATENT)
     m = lower(c.graph, c.source)
-    for p in m.kernels["step1:forward"].parameters():  # a random decoder p(x | z)
+    for p in m.space.kernels["step1:forward"].parameters():  # a random decoder p(x | z)
         p.data.add_(torch.randn_like(p))
-    enc = m.kernels["step1:backward"].net.body[-1]  # a uniform encoder q(z | x): low-variance weights
+    enc = m.space.kernels["step1:backward"].net.body[-1]  # a uniform encoder q(z | x): low-variance weights
     torch.nn.init.zeros_(enc.weight)
     torch.nn.init.zeros_(enc.bias)
     zs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)))
     xs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))
     prior = torch.distributions.Bernoulli(probs=torch.full((2,), 0.3)).log_prob(zs).sum(1)  # (4,)
-    dec = m.kernels["step1:forward"]
+    dec = m.space.kernels["step1:forward"]
     with torch.no_grad():
         exact = torch.stack([torch.logsumexp(prior + dec.dist(zs, torch.zeros(4, dtype=torch.long)).log_prob(
             x.expand(4, 3)), 0) for x in xs])
@@ -251,8 +261,8 @@ def test_python_api(tmp_path):
 
 
 def test_reward_terms_against_hand_values():
-    from gfdsl.engine.model import Trajectory
-    from gfdsl.runtime.objectives import reverse_kl, trajectory_balance
+    from gfdsl.engine.objectives import reverse_kl, trajectory_balance
+    from gfdsl.engine.trajectory import Trajectory
 
     t = Trajectory(states=[], log_pf=torch.tensor([[-1.0, -2.0], [-0.5, -0.25]]),
                    log_pb=torch.tensor([[-0.2, -0.1], [0.0, -0.3]]), log_prior=torch.tensor([-1.0, -1.5]))
@@ -280,13 +290,14 @@ def _reward_lowered_contract(spec, c, m, tmp_path):
     """Samples are states of the space; the loss is finite and trains every parameter;
     the exact terminating distribution is a distribution; parameters round-trip."""
     t = m.sample(5)
-    assert t.states.dtype == torch.long and t.states.shape[1:] == (5, m.space.n)
-    assert ((t.actions == m.space.M).sum(0) == 1).all()  # every trajectory exits once
+    sp = m.space.space
+    assert t.states.dtype == torch.long and t.states.shape[1:] == (5, sp.n)
+    assert ((t.actions == sp.M).sum(0) == 1).all()  # every trajectory exits once
     loss, terms = m.loss(torch.zeros(8, 0))
     assert torch.isfinite(loss), terms
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    ev = m.exact()
+    ev = m.exact_distribution()
     assert abs(ev["mass"] - 1) < 1e-6 and 0 <= ev["exact_l1"] <= 2
     from safetensors.torch import load_model, save_model
 
@@ -345,7 +356,7 @@ def test_discretised_decoder_is_a_normalised_probability_and_matches_hand_values
 
 def test_digits_ddpm_decodes_onto_the_grid_and_reports_bits_per_dim(tmp_path):
     c, m = build([s for s in SPECS if s.stem == "ddpm_digits"][0])
-    fk = m.kernels["step1:forward"]
+    fk = m.space.kernels["step1:forward"]
     assert fk.levels == 17 and fk.decode_pos == 0  # x[1] -> x[0] is position 0
     torch.manual_seed(0)
     x0 = m.sample(5).states[-1]

@@ -11,7 +11,8 @@ import itertools
 
 import torch
 
-from gfdsl.engine.model import Trajectory
+from gfdsl.engine.objectives import tbc
+from gfdsl.engine.trajectory import Trajectory
 from tests.test_runtime import TINY_LATENT, random_model
 
 # the two-layer binary model of tests/test_runtime.py, trained by ELBO for P_F and TBC for P_B
@@ -21,13 +22,13 @@ assert "tbc(k = 2)" in SPEC
 
 def test_tbc_gradient_is_four_times_the_kl_gradient():
     m = random_model(SPEC)
-    enc_params = list(m.kernels["step1:backward"].parameters())
+    enc_params = list(m.space.kernels["step1:backward"].parameters())
     x = torch.tensor([[1.0, 0.0, 1.0]])
     zs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)))  # the 4 latent values
     tbc_args = next(t["args"] for t in m.spec["objective"] if t["term"] == "tbc")
 
     def log_q(z):  # log P_B(z | x), differentiable in the encoder
-        return m.kernels["step1:backward"].dist(x.expand(len(z), 3), torch.zeros(len(z), dtype=torch.long)).log_prob(z)
+        return m.space.kernels["step1:backward"].dist(x.expand(len(z), 3), torch.zeros(len(z), dtype=torch.long)).log_prob(z)
 
     # left: sum over ordered pairs (z1, z2) of q(z1) q(z2) * grad of gfdsl's tbc term
     with torch.no_grad():
@@ -35,14 +36,14 @@ def test_tbc_gradient_is_four_times_the_kl_gradient():
     lhs = torch.zeros(())
     for i, j in itertools.product(range(4), repeat=2):
         states = [torch.stack([zs[i], zs[j]]), x.expand(2, 3)]  # k = 2 trajectories of one x
-        t = Trajectory(states, m._forward_log_probs(states, 2, {}), m._backward_log_probs(states, 2),
-                       m.source_log_prob(states[0]))
-        lhs = lhs + w[i] * w[j] * m.objective._term("tbc", tbc_args, t, 1)
+        t = Trajectory(states, m.space.forward_log_probs(states, 2, {}), m.space.backward_log_probs(states, 2),
+                       m.space.source_log_prob(states[0]))
+        lhs = lhs + w[i] * w[j] * tbc(t, tbc_args, 1)
     g_lhs = torch.autograd.grad(lhs, enc_params)
 
     # right: KL(q(.|x) || p(.|x)) by enumeration
     with torch.no_grad():
-        log_joint = m.source_log_prob(zs) + m.kernels["step1:forward"].dist(
+        log_joint = m.space.source_log_prob(zs) + m.space.kernels["step1:forward"].dist(
             zs, torch.zeros(4, dtype=torch.long)).log_prob(x.expand(4, 3))
         log_post = log_joint - torch.logsumexp(log_joint, 0)
     lq = log_q(zs)

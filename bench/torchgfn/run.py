@@ -79,11 +79,11 @@ def gfdsl_model(ndim: int, seed: int):
 
 
 def run_gfdsl(ndim: int, batch: int, iters: int, seed: int, warmup: int = 20) -> dict:
-    from gfdsl.engine.reward_model import param_groups
-    from gfdsl.engine.trainer import make_optimizer
+    from gfdsl.engine.module import param_groups
+    from gfdsl.engine.loop import make_optimizer
 
     m = gfdsl_model(ndim, seed)
-    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3), 1e-3, 0.0)  # as `gfdsl run` makes it
+    opt = make_optimizer(torch.optim.Adam, param_groups(m, 1e-3, 0.1), 1e-3, 0.0)  # as `gfdsl run` makes it
     empty = torch.zeros(batch, 0)
 
     def step(k: int) -> None:
@@ -98,17 +98,17 @@ def run_gfdsl(ndim: int, batch: int, iters: int, seed: int, warmup: int = 20) ->
     for k in range(iters):
         step(warmup + k)
     dt = time.perf_counter() - t0
-    ev = m.exact()
+    ev = m.exact_distribution()
     return {"lib": "gfdsl", "it_per_s": iters / dt, "seconds": dt, "exact_l1": ev["exact_l1"],
             "log_z": ev["log_z_model"], "log_z_true": ev["log_z_true"]}
 
 
 def exact_l1_of_logits(ndim: int, logits: np.ndarray) -> float:
     """The exact L1 of a P_F given as logits over every state (gfdsl's state order)."""
-    from gfdsl.runtime.discrete import against_reward
+    from gfdsl.runtime.spaces import against_reward
 
     m = gfdsl_model(ndim, 0)
-    sp = m.space
+    sp = m.space.space
     table = torch.from_numpy(logits)
 
     def log_pf(S):

@@ -169,20 +169,25 @@ def cmd_check(a) -> int:
             failed += 1
             continue
         if not a.quiet:
-            g = c.graph
-            if g.graph["kind"] == "reward":
-                sp = g.graph["space"]
-                learned = sum(1 for p in g.graph["policies"].values() if p["learned"])
-                print(f"ok  {path}: model {g.graph['name']}, reward-driven over {sp['n_states']:,} states, "
-                      f"{sp['n_moves']} actions + exit, {learned} learned polic{'y' if learned == 1 else 'ies'}")
-                continue
-            steps = sum(1 for *_, d in g.edges(data=True) if d["kind"] == "step")
-            learned = sum(1 for k in g.graph["kernels"].values() if k["learned"])
-            print(f"ok  {path}: model {g.graph['name']}, {g.number_of_nodes()} states, {steps} steps, "
-                  f"{len(g.graph['kernels'])} kernels ({learned} learned)")
+            print(f"ok  {path}: {_summary(c.graph.graph, c.graph)}")
     if failed and len(a.specs) > 1:
         print(f"{failed} of {len(a.specs)} specs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _summary(G: dict, g) -> str:
+    """One line on what a checked model is: its states and steps, kernels, target."""
+    learned = sum(1 for k in G["kernels"].values() if k["learned"])
+    target = " and ".join(filter(None, [f"data {G['dataset']['entry']}()" if G["dataset"] else "",
+                                         f"{G['reward']['form']} {G['reward']['entry']}()" if G["reward"] else ""]))
+    if G["space"] is not None:
+        sp = G["space"]
+        what = (f"{sp['n_states']:,} states grown by {sp['n_moves']} actions + exit, "
+                f"{learned} learned polic{'y' if learned == 1 else 'ies'}")
+    else:
+        steps = sum(1 for *_, d in g.edges(data=True) if d["kind"] == "step")
+        what = f"{g.number_of_nodes()} states, {steps} steps, {len(G['kernels'])} kernels ({learned} learned)"
+    return f"model {G['name']}, {what}; trained from {target}"
 
 
 def cmd_compile(a) -> int:
@@ -244,7 +249,7 @@ def cmd_fmt(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from gfdsl.engine.trainer import RunOptions, train
+    from gfdsl.engine.loop import RunOptions, train
 
     if bool(a.spec) == bool(a.resume):
         raise _Usage("gfdsl: error: give either SPEC or --resume RUN")
@@ -274,24 +279,39 @@ def cmd_run(a) -> int:
     if not s:  # a rank other than 0: rank 0 reports
         return 0
     out = a.resume or opts.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
-    if s.get("reward") is not None:
-        what = (f"exact L1 {s['exact_l1']:.4g}, |log Z - true| "
-                + ("n/a (no log Z in this parametrisation)" if s["log_z_error"] is None else f"{s['log_z_error']:.4g}")
-                if s["evaluation"] == "exact" else
-                f"mean log R {s['mean_log_reward']:.3f} over {s['n_samples']} samples ({s['distinct']} distinct)")
-    else:
-        est = s["nll_estimator"]
-        est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
-        bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
-        what = f"test NLL {s['test_nll_nats']:.4f} nats ({est}, {s['n_eval']} points){bpd}"
     print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
-          + what)
+          + _result_line(s))
     print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png}")
     return 0
 
 
+def _result_line(s: dict) -> str:
+    """What a finished run reports: the figure its target allows."""
+    if "exact_l1" in s:
+        lz = "n/a (no log Z in this parametrisation)" if s["log_z_error"] is None else f"{s['log_z_error']:.4g}"
+        return f"exact L1 {s['exact_l1']:.4g}, |log Z - true| {lz}"
+    if "test_nll_nats" in s:
+        est = s["nll_estimator"]
+        est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
+        bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
+        return f"test NLL {s['test_nll_nats']:.4f} nats ({est}, {s['n_eval']} points){bpd}"
+    if "sliced_w2" in s:
+        return f"sliced W2 to the test data {s['sliced_w2']:.4f} ({s['n_samples']} samples)"
+    parts = [f"log Z-hat {s['log_z_elbo']:.3f} (ELBO), {s['log_z_iw']:.3f} (importance-weighted)"]
+    if "delta_log_z" in s:
+        parts.append(f"Delta log Z {s['delta_log_z']:.3f}, Delta log Z^RW {s['delta_log_z_rw']:.3f}")
+    if "w2" in s:
+        parts.append(f"W2 {s['w2']:.3f}")
+    if "modes" in s:
+        m = s["modes"]
+        parts.append(f"{m['covered']} of {len(m['counts'])} modes with a third of their share")
+    if "distinct" in s:
+        parts.append(f"{s['distinct']} distinct of {s['n_samples']} samples")
+    return "; ".join(parts)
+
+
 def cmd_sample(a) -> int:
-    from gfdsl.engine.trainer import sample_run
+    from gfdsl.engine.rundir import sample_run
 
     print(f"wrote {sample_run(a.run, a.n, a.out, a.device, a.seed)}")
     return 0
@@ -300,7 +320,7 @@ def cmd_sample(a) -> int:
 def cmd_eval(a) -> int:
     import json
 
-    from gfdsl.engine.trainer import eval_run
+    from gfdsl.engine.rundir import eval_run
 
     print(json.dumps(eval_run(a.run, a.k, a.n, a.device), indent=2))
     return 0

@@ -1,10 +1,13 @@
-"""Lowering: a validated SpecGraph -> GfnModel (an nn.Module) with a static Plan.
+"""Lowering: a validated SpecGraph -> GfnModel (an nn.Module), one lowering for every spec.
 
 Nets are built once into a ModuleDict and shared by name; schedules become buffers; each
-kernel id of the IR becomes one kernel module; the chain of steps from source to data
-becomes a tuple of PlanSteps, with the steps that share a kernel grouped for batched
-evaluation. Problems found only here (an objective without a run-time implementation,
-L_simple on a structure it does not fit) are diagnostics with the spec's line and column.
+kernel id of the IR becomes one kernel module. The steps become the model's space: a
+chain of PlanSteps from the source to the terminal state (steps sharing a kernel
+grouped for batched scoring), or, for the action notation, a Space compiled from the
+actions with the policies' nets. The target becomes a run-time reward; a posterior
+gets a frozen copy of its forward kernels (the prior). Problems found only here (an
+objective that does not fit the structure, a decoder that never reaches the data) are
+diagnostics with the spec's line and column.
 """
 
 from __future__ import annotations
@@ -17,15 +20,21 @@ from torch import nn
 
 import gfdsl.runtime  # noqa: F401  (switches off distribution validation)
 from gfdsl import ir
+from gfdsl.engine.branching import Branching
+from gfdsl.engine.chain import Chain, Plan, PlanStep
+from gfdsl.engine.module import GfnModel
+from gfdsl.engine.objectives import Objective
 from gfdsl.errors import GfdslError, diag
-from gfdsl.engine.model import GfnModel, Plan, PlanStep
-from gfdsl.engine.reward_model import RewardGfn
+from gfdsl.lang.source import Source, Span
 from gfdsl.runtime import kernels as K
 from gfdsl.runtime import nets as N
-from gfdsl.runtime.discrete import Reward, Space
-from gfdsl.runtime.objectives import Objective
+from gfdsl.runtime import samplers as S
+from gfdsl.runtime import targets
 from gfdsl.runtime.schedules import Schedule
-from gfdsl.lang.source import Source, Span
+from gfdsl.runtime.spaces import Space
+
+ATTRS = ("name", "dims", "objective", "prior_objective", "dataset", "reward", "source_data", "space", "train",
+         "source", "data")
 
 
 def _key(name: str) -> str:
@@ -33,8 +42,47 @@ def _key(name: str) -> str:
     return name.replace(".", ":")
 
 
+def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
+    G = g.graph
+    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
+    spec_dir = Path(source.path).resolve().parent if source is not None and source.path else None
+    if G["space"] is not None:
+        space = _branching(G, g, nets)
+        shape, dtype = (space.space.n,), G["space"]["dtype"]
+    else:
+        space = _chain(g, nets, spec_dir, source)
+        data = g.nodes[G["data"]]
+        shape, dtype = tuple(data["shape"]), data["dtype"]
+    reward = None
+    if G["reward"] is not None:
+        reward = targets.build(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), spec_dir)
+    model = GfnModel({k: G[k] for k in ATTRS}, nets, space, reward, shape, dtype)
+    if reward is not None and G["train"]["replay"]:
+        template = space.space.s0(1, "cpu") if G["space"] is not None else torch.zeros(1, *shape)
+        model.with_replay(template)
+    for k in getattr(space, "kernels", {}).values():
+        if isinstance(k, S.ControlledSDE) and k.langevin:
+            k.grad_log_r = _grad_log_r(reward)
+    if any(t["term"] == "rtb" for t in G["objective"]):
+        model.prior_nets, model.prior_chain = _prior(g, space)
+    stages = [G["prior_objective"], G["objective"]] if G["prior_objective"] else [G["objective"]]
+    model.objective = Objective(model, stages, int(G["train"]["prior_steps"]), source)
+    return model
+
+
+def _grad_log_r(reward):
+    def grad(x: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(reward(x).sum(), x)[0]
+
+    return grad
+
+
+# -- chains of explicit steps --------------------------------------------------------------------
+
+
 def chain(g: nx.DiGraph) -> list[str]:
-    """States from source to data along step edges (validate() guarantees one parent each)."""
+    """States from source to the terminal state along step edges (validate() guarantees
+    one parent each)."""
     steps = ir.steps_view(g)
     order = [g.graph["source"]]
     while order[-1] != g.graph["data"]:
@@ -43,38 +91,56 @@ def chain(g: nx.DiGraph) -> list[str]:
     return order
 
 
-def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
+def _numel(node: dict) -> int:
+    p = 1
+    for s in node["shape"]:
+        p *= s
+    return p
+
+
+def _chain(g: nx.DiGraph, nets: nn.ModuleDict, spec_dir, source) -> Chain:
     G = g.graph
-    if G.get("kind") == "reward":
-        return lower_reward(g, source)
     nodes = g.nodes
     schedules = nn.ModuleDict({n: Schedule(s["entry"], s["args"]) for n, s in G["schedules"].items()})
-    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
     order = chain(g)
-    data = nodes[G["data"]]
-    numel_data = int(torch.tensor(data["shape"]).prod()) if data["shape"] else 1
-
-    def numel(n):
-        p = 1
-        for s in nodes[n]["shape"]:
-            p *= s
-        return p
-
+    n_data = _numel(nodes[G["data"]])
     kernels = nn.ModuleDict()
     for kid, k in G["kernels"].items():
         if k["role"] == "prior" or k["entry"] == "inverse":
             continue
-        # the state this kernel produces: any edge that uses it tells us its shape
-        edge = next((a, b) for a, b, d in g.edges(data=True)
-                    if d["kind"] == "step" and kid in (d.get("forward"), d.get("backward")))
-        out_node = edge[1] if k["role"] == "forward" else edge[0]
-        kernels[_key(kid)] = _kernel(k, nets, schedules, nodes[out_node], numel(out_node), numel_data)
-    prior = None
-    src = nodes[G["source"]]
-    if src["prior"]:
-        p = G["kernels"][src["prior"]]
-        prior = K.Prior(p["entry"], p["args"], numel(G["source"]), src["dtype"],
-                        src["params"][0] if src["params"] else 2)
+        kernels[_key(kid)] = _kernel_of(g, kid, k, nets, schedules, n_data)
+    plan = _plan(g, order)
+    _decoders(plan, kernels, G, source)
+    _sde_times(plan, kernels, G, source)
+    return Chain(plan, kernels, schedules, _source(g, spec_dir))
+
+
+def _kernel_of(g, kid: str, k: dict, nets, schedules, n_data: int) -> nn.Module:
+    # the state this kernel produces, and its step's number of bindings: from any edge using it
+    a, b, d = next((a, b, d) for a, b, d in g.edges(data=True)
+                   if d["kind"] == "step" and kid in (d.get("forward"), d.get("backward")))
+    out = g.nodes[b if k["role"] == "forward" else a]
+    T = g.graph["transitions"][d["transition"]]
+    n_steps = T["hi"] - T["lo"] + 1 if T["var"] else 1
+    return _kernel(k, nets, schedules, out, _numel(out), n_data, n_steps)
+
+
+def _source(g, spec_dir) -> nn.Module | None:
+    G = g.graph
+    src = g.nodes[G["source"]]
+    if G["source_data"] is not None:  # a bridge: the source is drawn from a data set
+        from gfdsl.runtime.data import load
+
+        train, _ = load(G["source_data"], src, spec_dir)
+        return K.DataSource(train)
+    if not src["prior"]:
+        return None
+    p = G["kernels"][src["prior"]]
+    return K.Prior(p["entry"], p["args"], _numel(src), src["dtype"], src["params"][0] if src["params"] else 2)
+
+
+def _plan(g, order: list[str]) -> Plan:
+    G = g.graph
     index = {n: j for j, n in enumerate(order)}
     ctx_of: dict[str, list[str]] = {}
     for a, b, d in g.edges(data=True):
@@ -89,12 +155,7 @@ def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
         steps.append(PlanStep(index[a], index[b], _key(d["forward"]),
                               None if bwd["entry"] == "inverse" else _key(d["backward"]), pos,
                               tuple(index[c] for c in sorted(ctx_of.get(b, []))), tuple(d["span"])))
-    plan = Plan(tuple(steps), tuple(order), _groups(steps, "fwd"), _groups(steps, "bwd"))
-    _decoders(plan, kernels, G, source)
-    attrs = {k: G[k] for k in ("name", "dims", "objective", "dataset", "train", "source", "data")}
-    model = GfnModel(attrs, plan, nets, kernels, schedules, prior, tuple(data["shape"]), data["dtype"])
-    model.objective = Objective(model, G["objective"], source)
-    return model
+    return Plan(tuple(steps), tuple(order), _groups(steps, "fwd"), _groups(steps, "bwd"))
 
 
 def _decoders(plan: Plan, kernels: nn.ModuleDict, G: dict, source: Source | None) -> None:
@@ -104,12 +165,30 @@ def _decoders(plan: Plan, kernels: nn.ModuleDict, G: dict, source: Source | None
     for key, k in kernels.items():
         if isinstance(k, K.DDPMDenoiser) and k.levels:
             if last.fwd != key:
-                span = next(kk["span"] for kid, kk in G["kernels"].items() if _key(kid) == key)
-                raise GfdslError([diag("E802", source, Span(*span) if span else None,
+                raise GfdslError([diag("E802", source, _kernel_span(G, key),
                                        message=f"ddpm_denoiser(levels = {k.levels}) discretises the step into the "
                                                "data state, but no step using it ends there",
                                        hint="use `levels` on the kernel of the step that produces the data")])
             k.decode_pos = last.pos
+
+
+def _sde_times(plan: Plan, kernels: nn.ModuleDict, G: dict, source: Source | None) -> None:
+    """A sampler's kernels read time t_k = k / T from the step's position: the j-th step
+    from the source must be position j (the chain runs forward in time)."""
+    for j, s in enumerate(plan.steps):
+        for key in (s.fwd, s.bwd):
+            k = kernels[key] if key is not None else None
+            if isinstance(k, (S.ControlledSDE, S.BrownianBridge)) and s.pos != j:
+                raise GfdslError([diag("E802", source, _kernel_span(G, key),
+                                       message=f"this kernel's time runs from the source at t = 0, but the step "
+                                               f"{j + 1} from the source is at position {s.pos + 1} of its range",
+                                       hint="write the step forward in time: `step x[t - 1] -> x[t] for t in 1..T` "
+                                            "with `source x[0] = 0`")])
+
+
+def _kernel_span(G: dict, key: str):
+    span = next(kk["span"] for kid, kk in G["kernels"].items() if _key(kid) == key)
+    return Span(*span) if span else None
 
 
 def _groups(steps, attr) -> tuple[tuple[int, ...], ...]:
@@ -119,7 +198,7 @@ def _groups(steps, attr) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(v) for v in groups.values())
 
 
-def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int) -> nn.Module:
+def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int, n_steps: int = 1) -> nn.Module:
     a = k["args"]
     e = k["entry"]
     net = nets[_key(a["net"])] if "net" in a else None
@@ -144,22 +223,41 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int) -> nn.
         return K.NextToken(net, classes, n_data, out["dtype"] == "binary", isinstance(net, N.MADE))
     if e == "truncate":
         return K.Truncate()
+    if e == "controlled_sde":
+        return S.ControlledSDE(net, a["sigma"], n_steps, a["langevin"], n_out)
+    if e == "brownian_bridge":
+        return S.BrownianBridge(a["sigma"], n_steps)
     raise KeyError(e)
 
 
-def lower_reward(g, source) -> RewardGfn:
-    """A reward-kind IR -> RewardGfn (nets built once, actions compiled into a Space)."""
+def _prior(g: nx.DiGraph, space: Chain) -> tuple[nn.ModuleDict, Chain]:
+    """A posterior's frozen prior: the forward kernels again, over copies of their nets
+    (filled by GfnModel.freeze_prior or from a run's checkpoint)."""
     G = g.graph
+    fwd = {kid: k for kid, k in G["kernels"].items() if k["role"] == "forward"}
+    used = {_key(str(k["args"]["net"])) for k in fwd.values() if "net" in k["args"]}
+    prior_nets = nn.ModuleDict({n: N.build(G["nets"][n.replace(":", ".")]["entry"],
+                                           G["nets"][n.replace(":", ".")]["args"]) for n in sorted(used)})
+    n_data = _numel(g.nodes[G["data"]])
+    kernels = nn.ModuleDict({_key(kid): _kernel_of(g, kid, k, prior_nets, space.schedules, n_data)
+                             for kid, k in fwd.items()})
+    for p in prior_nets.parameters():
+        p.requires_grad_(False)
+    for key, k in kernels.items():  # the same decoder position as the posterior's kernel
+        if isinstance(k, K.DDPMDenoiser):
+            k.decode_pos = space.kernels[key].decode_pos
+    return prior_nets, Chain(space.plan, kernels, space.schedules, space.prior)
+
+
+# -- action spaces ----------------------------------------------------------------------------------
+
+
+def _branching(G: dict, g: nx.DiGraph, nets: nn.ModuleDict) -> Branching:
+    """The action notation's space: the actions compiled into a Space, the move step's
+    kernels (the policies) naming their nets."""
     sp = G["space"]
     space = Space(sp["dtype"], sp["params"], sp["size"], G["actions"], sp["exit"])
-    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
-    spec_dir = Path(source.path).resolve().parent if source is not None and source.path else None
-    reward = Reward(G["reward"]["entry"], G["reward"]["args"], space, spec_dir)
-    pol = G["policies"]
-    pf = _key(pol["forward"]["args"]["net"])
-    pb = _key(pol["backward"]["args"]["net"]) if pol["backward"]["entry"] == "softmax" else None
-    terms = [(float(t["coef"]), t["term"], {k: (_key(v) if k == "flow" else v) for k, v in t["args"].items()})
-             for t in G["objective"]]
-    attrs = {k: G[k] for k in ("name", "dims", "objective", "train", "space", "reward", "kind")}
-    attrs["dataset"] = None
-    return RewardGfn(attrs, space, nets, pf, pb, reward, terms, G["train"])
+    move = g.edges[sp["state"], sp["state"]]
+    pf, pb = G["kernels"][move["forward"]], G["kernels"][move["backward"]]
+    return Branching(space, nets, _key(str(pf["args"]["net"])),
+                     _key(str(pb["args"]["net"])) if pb["entry"] == "softmax" else None, G["train"], sp["enumerable"])

@@ -1,23 +1,29 @@
 """The IR: an unrolled networkx DiGraph of concrete states, edges in the forward
 (generative) direction, plain data attributes only (no torch objects, no callables).
 
-Nodes ("x[3]", "z1"):  family, index, dtype, params, shape, role (source|data|latent),
-                       prior (kernel id, source only), span (line, col, end_line, end_col)
-Edges (src -> dst):    kind (step | context), transition ("step1"), binding ({"t": 3}),
-                       forward, backward (kernel ids; steps only), span
+Every model is the same graph: states, steps with a forward (P_F) and a backward (P_B)
+kernel, a source, a terminal state and a target.
+
+Nodes ("x[3]", "z1"):  family, index, dtype, params, shape, role (source | data |
+                       terminal | latent | space), prior (kernel id, source only), span
+Edges (src -> dst):    kind, transition ("step1"), binding ({"t": 3}), forward,
+                       backward (kernel ids), span. Kinds: `step` (one concrete step),
+                       `context` (an extra input, `given`), `move` and `exit` (below)
 Graph attributes:      name, dims, schedules, nets, kernels, transitions, objective,
-                       dataset, train, source, data
+                       prior_objective (a posterior's first stage), dataset, reward,
+                       source_data (a data set as the source), space, actions, train,
+                       source, data (the terminal state)
+
+Discrete spaces grown by actions (grids, sets, sequences) are branching DAGs too large
+to unroll, so their graph is at the level of the state family: a node for the space's
+state (role "space") and one for the terminal object x (role "terminal"), a self-loop
+`move` edge whose kernels are the policies over the actions (each with its derived
+inverse) and an `exit` edge. `space` holds its facts (sizes, encoding width, number of
+moves, longest trajectory, whether exact evaluation enumerates it).
 
 `validate()` checks the structure with networkx itself (cycles, reachability, one
 entering step per state, context edges from ancestors); `dump()` is the canonical,
 sorted text behind `gfdsl compile --dump ir`.
-
-Reward-driven models (kind "reward": grids, sets, sequences) are branching DAGs over a
-state space too large to unroll. Their IR is at the level of the space: a node for the
-state (role "space") and one for the terminal object x (role "terminal"), a self-loop
-`move` edge carrying the actions (each with its derived inverse) and an `exit` edge.
-Graph attributes add kind, actions, reward, policies and space (sizes, encoding width,
-number of moves, longest trajectory, whether exact evaluation enumerates it).
 """
 
 from __future__ import annotations
@@ -27,18 +33,15 @@ import re
 
 import networkx as nx
 
-from gfdsl.lang.check import CheckedSpec
 from gfdsl.errors import GfdslError, diag
+from gfdsl.lang.check import CheckedSpec
 from gfdsl.lang.source import Span
 
 
 def build(spec: CheckedSpec) -> nx.DiGraph:
     """CheckedSpec -> SpecGraph (a networkx DiGraph with plain attributes)."""
     g = nx.DiGraph()
-    if spec.kind == "reward":
-        return _build_reward(spec, g)
     g.graph.update(
-        kind="data",
         name=spec.name,
         dims=dict(spec.dims),
         schedules={n: dict(entry=v["entry"], args=v["args"], span=v["span"].as_tuple())
@@ -51,10 +54,14 @@ def build(spec: CheckedSpec) -> nx.DiGraph:
         transitions={t: dict(text=v.text, src=v.src, dst=v.dst, var=v.var, lo=v.lo, hi=v.hi,
                              calls=dict(v.calls), span=v.span.as_tuple())
                      for t, v in spec.transitions.items()},
-        objective=[dict(coef=t["coef"], term=t["term"], args=t["args"], span=t["span"].as_tuple())
-                   for t in spec.objective],
-        dataset=None if spec.dataset is None else dict(entry=spec.dataset["entry"], args=spec.dataset["args"],
-                                                       span=spec.dataset["span"].as_tuple()),
+        objective=_terms(spec.objective),
+        prior_objective=_terms(spec.prior_objective),
+        dataset=_call(spec.dataset),
+        reward=None if spec.reward is None else {**_call(spec.reward), "form": spec.reward["form"]},
+        source_data=_call(spec.source_data),
+        space=None if spec.space is None else dict(spec.space),
+        actions=[dict(id=a["id"], entry=a["entry"], args=a["args"], inverse=INVERSE.get(a["entry"]),
+                      span=a["span"].as_tuple()) for a in spec.actions],
         train=dict(spec.train),
         source=spec.source_node,
         data=spec.data_node,
@@ -68,41 +75,22 @@ def build(spec: CheckedSpec) -> nx.DiGraph:
             g.edges[e.src, e.dst].setdefault("also", []).append(e.transition)
             continue
         attrs = dict(kind=e.kind, transition=e.transition, binding=dict(e.binding), span=e.span.as_tuple())
-        if e.kind == "step":
+        if e.kind != "context":
             attrs.update(forward=e.forward, backward=e.backward)
         g.add_edge(e.src, e.dst, **attrs)
     return g
 
 
+# the inverse gfdsl derives for each action (gfdsl.runtime.spaces implements both)
 INVERSE = {"increment": "decrement", "add": "remove", "append": "drop last", "prepend": "drop first"}
 
 
-def _build_reward(spec: CheckedSpec, g: nx.DiGraph) -> nx.DiGraph:
-    sp = spec.space
-    g.graph.update(
-        kind="reward", name=spec.name, dims=dict(spec.dims),
-        nets={n: dict(entry=v["entry"], args=v["args"], family=v["family"], span=v["span"].as_tuple())
-              for n, v in spec.nets.items()},
-        actions=[dict(id=a["id"], entry=a["entry"], args=a["args"], inverse=INVERSE.get(a["entry"]),
-                      span=a["span"].as_tuple()) for a in spec.actions],
-        reward=dict(entry=spec.reward["entry"], args=spec.reward["args"], span=spec.reward["span"].as_tuple()),
-        policies={d: dict(entry=p["entry"], args=p["args"], learned=p["learned"], span=p["span"].as_tuple())
-                  for d, p in spec.policies.items()},
-        space=dict(sp),
-        objective=[dict(coef=t["coef"], term=t["term"], args=t["args"], span=t["span"].as_tuple())
-                   for t in spec.objective],
-        train=dict(spec.train), dataset=None, source=sp["state"], data="x",
-        schedules={}, kernels={}, transitions={},
-    )
-    n = spec.nodes[sp["state"]]
-    attrs = dict(family=n.family, index=None, dtype=n.type.dtype, params=list(n.type.params),
-                 shape=list(n.type.shape), prior=None, span=n.span.as_tuple())
-    g.add_node(n.id, role="space", **attrs)
-    g.add_node("x", **{**attrs, "family": "x", "role": "terminal"})
-    g.add_edge(n.id, n.id, kind="move", actions=[a["id"] for a in spec.actions[:-1]], span=n.span.as_tuple())
-    ex = spec.actions[-1]
-    g.add_edge(n.id, "x", kind="exit", actions=[ex["id"]], when=ex["args"]["when"], span=ex["span"].as_tuple())
-    return g
+def _terms(terms: list[dict]) -> list[dict]:
+    return [dict(coef=t["coef"], term=t["term"], args=t["args"], span=t["span"].as_tuple()) for t in terms]
+
+
+def _call(c: dict | None) -> dict | None:
+    return None if c is None else dict(entry=c["entry"], args=c["args"], span=c["span"].as_tuple())
 
 
 def _span(t) -> Span:
@@ -110,15 +98,20 @@ def _span(t) -> Span:
 
 
 def steps_view(g: nx.DiGraph) -> nx.DiGraph:
-    """The subgraph of step edges only (context edges removed)."""
-    return nx.subgraph_view(g, filter_edge=lambda a, b: g.edges[a, b]["kind"] == "step")
+    """The subgraph of the steps between distinct states: `step` and `exit` edges (context
+    edges and the self-loop of an action space's `move` removed)."""
+    return nx.subgraph_view(g, filter_edge=lambda a, b: g.edges[a, b]["kind"] in ("step", "exit"))
+
+
+def acyclic_view(g: nx.DiGraph) -> nx.DiGraph:
+    """Everything but the `move` self-loop of an action space, which is acyclic by
+    construction (gfdsl.lang.check.actions: every move raises a level)."""
+    return nx.subgraph_view(g, filter_edge=lambda a, b: g.edges[a, b]["kind"] != "move")
 
 
 def validate(g: nx.DiGraph, source) -> None:
     """Structural checks on the unrolled DAG; raises GfdslError with every problem."""
     diags = []
-    if g.graph.get("kind") == "reward":
-        return  # acyclic by construction (gfdsl.check_reward): every move raises a level
 
     def err(code, span, **kw):
         diags.append(diag(code, source, _span(span), **kw))
@@ -127,7 +120,7 @@ def validate(g: nx.DiGraph, source) -> None:
         if d.get("also"):
             err("E504", d["span"], state=b, hint=f"{a} -> {b} is declared by more than one step")
     try:
-        cycle = nx.find_cycle(g)
+        cycle = nx.find_cycle(acyclic_view(g))
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
@@ -190,20 +183,22 @@ def _fmt(v) -> str:
 def dump(g: nx.DiGraph) -> str:
     """The canonical text of an IR: sorted, stable, owned by gfdsl (not a serializer)."""
     G = g.graph
-    out = [f"model {G['name']}"]
-    out.append("dims " + _fmt(G["dims"]))
-    if G.get("kind") == "reward":
-        return _dump_reward(g, out)
-    out.append(f"source {G['source']}")
-    out.append(f"data {G['data']}")
-    if G["dataset"]:
-        out.append(f"dataset {G['dataset']['entry']} {_fmt(G['dataset']['args'])}")
+    out = [f"model {G['name']}", "dims " + _fmt(G["dims"]), f"source {G['source']}", f"data {G['data']}"]
+    for key, word in (("dataset", "dataset"), ("source_data", "source data"), ("reward", None)):
+        c = G[key]
+        if c:
+            out.append(f"{word or c['form']} {c['entry']} {_fmt(c['args'])}")
+    if G["space"]:
+        out.append("space " + _fmt(G["space"]))
     for name in sorted(G["schedules"], key=natural):
         s = G["schedules"][name]
         out.append(f"schedule {name} = {s['entry']} {_fmt(s['args'])}")
     for name in sorted(G["nets"], key=natural):
         s = G["nets"][name]
         out.append(f"net {name} = {s['entry']} {_fmt(s['args'])}")
+    for a in G["actions"]:
+        inv = f" inverse={a['inverse']}" if a["inverse"] else ""
+        out.append(f"action {a['id']} = {a['entry']} {_fmt(a['args'])}{inv}")
     for kid in sorted(G["kernels"], key=natural):
         k = G["kernels"][kid]
         tag = "learned" if k["learned"] else "fixed"
@@ -221,38 +216,13 @@ def dump(g: nx.DiGraph) -> str:
     for a, b in sorted(g.edges, key=lambda e: (_order_key(g)(e[0]), _order_key(g)(e[1]))):
         d = g.edges[a, b]
         bind = " " + " ".join(f"{k}={v}" for k, v in sorted(d["binding"].items())) if d["binding"] else ""
-        if d["kind"] == "step":
-            out.append(f"edge {a} -> {b} step {d['transition']}{bind} F={d['forward']} B={d['backward']}")
-        else:
+        if d["kind"] == "context":
             out.append(f"edge {a} -> {b} context {d['transition']}{bind}")
-    for t in G["objective"]:
-        out.append(f"objective {t['coef']:g} * {t['term']} {_fmt(t['args'])}")
-    out.append("train " + _fmt(G["train"]))
-    return "\n".join(out) + "\n"
-
-
-def _dump_reward(g: nx.DiGraph, out: list[str]) -> str:
-    G = g.graph
-    out.append("kind reward")
-    out.append("space " + _fmt(G["space"]))
-    for name in sorted(G["nets"], key=natural):
-        s = G["nets"][name]
-        out.append(f"net {name} = {s['entry']} {_fmt(s['args'])}")
-    for a in G["actions"]:
-        inv = f" inverse={a['inverse']}" if a["inverse"] else ""
-        out.append(f"action {a['id']} = {a['entry']} {_fmt(a['args'])}{inv}")
-    out.append(f"reward {G['reward']['entry']} {_fmt(G['reward']['args'])}")
-    for d in ("forward", "backward"):
-        p = G["policies"][d]
-        out.append(f"policy {d} = {p['entry']} {_fmt(p['args'])} {'learned' if p['learned'] else 'fixed'}")
-    for n in sorted(g.nodes):
-        d = g.nodes[n]
-        out.append(f"node {n} {d['dtype']}({','.join(map(str, d['params']))})[{','.join(map(str, d['shape']))}]"
-                   f" {d['role']}")
-    for a, b in sorted(g.edges):
-        d = g.edges[a, b]
-        out.append(f"edge {a} -> {b} {d['kind']} {','.join(d['actions'])}")
-    for t in G["objective"]:
-        out.append(f"objective {t['coef']:g} * {t['term']} {_fmt(t['args'])}")
+        else:
+            back = f" B={d['backward']}" if d["backward"] else ""
+            out.append(f"edge {a} -> {b} {d['kind']} {d['transition']}{bind} F={d['forward']}{back}")
+    for word, key in (("prior objective", "prior_objective"), ("objective", "objective")):
+        for t in G[key]:
+            out.append(f"{word} {t['coef']:g} * {t['term']} {_fmt(t['args'])}")
     out.append("train " + _fmt(G["train"]))
     return "\n".join(out) + "\n"

@@ -64,8 +64,8 @@ def _edge_style(k: dict, direction: str) -> dict:
     }
 
 
-def _reward_spec(g: nx.DiGraph) -> dict:
-    """A reward-driven model: the start state, the space with its actions as a loop
+def _space_spec(g: nx.DiGraph) -> dict:
+    """A model with actions: the start state, the space with its actions as a loop
     (P_F along them, P_B along their derived inverses), exit to the object x, R(x)."""
     G = g.graph
     sp = G["space"]
@@ -86,13 +86,14 @@ def _reward_spec(g: nx.DiGraph) -> dict:
             parts.append(f"{fam}: {e}" + (f" ×{len(items)}" if len(items) > 1 else ""))
         return "\n".join(parts)
 
-    pf, pb = G["policies"]["forward"], G["policies"]["backward"]
+    move = g.edges[sp["state"], sp["state"]]
+    pf, pb = G["kernels"][move["forward"]], G["kernels"][move["backward"]]
 
     def pol(p: dict) -> str:
         return p["entry"] + (f" · {p['args']['net']}" if "net" in p["args"] else "")
 
     def style(p: dict, direction: str) -> dict:
-        return _edge_style({"learned": p["learned"], "entry": p["entry"]}, direction)
+        return _edge_style(p, direction)
 
     nodes = [
         dict(id="s0", label=f"start\n{start}", attrs={"shape": "ellipse", "peripheries": "2"}),
@@ -100,7 +101,7 @@ def _reward_spec(g: nx.DiGraph) -> dict:
              attrs={"shape": "ellipse"}),
         dict(id="x", label=f"x\nexit {ex['args']['when']}", attrs={"shape": "ellipse", "style": "filled",
                                                                      "fillcolor": "#d9d9d9"}),
-        dict(id="R", label=f"R(x) = {G['reward']['entry']}", attrs={"shape": "box", "style": "rounded"}),
+        _target_node(G),
     ]
     edges = [
         dict(src="s0", dst=sp["state"], label="", attrs={"style": "dotted", "arrowhead": "none"}),
@@ -111,16 +112,30 @@ def _reward_spec(g: nx.DiGraph) -> dict:
         dict(src=sp["state"], dst="x", label=f"{ex['id']}: exit", attrs=style(pf, "forward")),
         dict(src="x", dst="R", label="", attrs={"style": "dotted", "arrowhead": "none"}),
     ]
-    objective = " + ".join(f"{t['coef']:g} * {t['term']}" if t["coef"] != 1 else t["term"] for t in G["objective"])
-    return dict(name=G["name"], title=f"{G['name']}   objective: {objective}", legend=LEGEND, nodes=nodes,
-                edges=edges, plates=[])
+    return dict(name=G["name"], title=_title(G), legend=LEGEND, nodes=nodes, edges=edges, plates=[])
+
+
+def _target_node(G: dict) -> dict:
+    r = G["reward"]
+    text = f"R(x) = {r['entry']}" if r["form"] == "reward" else f"R(x) = exp(-E), E = {r['entry']}"
+    return dict(id="R", label=text, attrs={"shape": "box", "style": "rounded"})
+
+
+def _title(G: dict) -> str:
+    def terms(ts):
+        return " + ".join(f"{t['coef']:g} * {t['term']}" if t["coef"] != 1 else t["term"] for t in ts)
+
+    objective = terms(G["objective"])
+    if G["prior_objective"]:
+        objective = f"{terms(G['prior_objective'])} then {objective}"
+    return f"{G['name']}   objective: {objective}" if objective else G["name"]
 
 
 def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
     """A plain dict describing the diagram (nodes, edges, plates); deterministic."""
     G = g.graph
-    if G.get("kind") == "reward":
-        return _reward_spec(g)
+    if G["space"] is not None:
+        return _space_spec(g)
     kernels = G["kernels"]
     by_tid: dict[str, list] = {}
     for a, b, d in g.edges(data=True):
@@ -144,9 +159,12 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
         attrs = {"shape": "ellipse"}
         if d["role"] == "source":
             prior = kernels.get(d["prior"]) if d["prior"] else None
-            label += f"\n~ {prior['entry']}" if prior else ""
+            if prior and prior["entry"] == "point":
+                label += "\n= " + _point(prior["args"]["value"])
+            elif prior or G["source_data"]:
+                label += f"\n~ {(prior or G['source_data'])['entry']}"
             attrs["peripheries"] = "2"
-        if d["role"] == "data":
+        if d["role"] in ("data", "terminal"):
             attrs.update(style="filled", fillcolor="#d9d9d9")
         nodes.append(dict(id=n, label=label, attrs=attrs))
     for tid in sorted(by_tid, key=natural):
@@ -183,9 +201,14 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
     for a, b, d in sorted(g.edges(data=True), key=lambda e: (e[0], e[1])):
         if d["kind"] == "context":
             edges.append(dict(src=a, dst=b, label="context", attrs={"style": "dotted", "color": FIXED}))
-    objective = " + ".join(f"{t['coef']:g} * {t['term']}" if t["coef"] != 1 else t["term"] for t in G["objective"])
-    title = f"{G['name']}   objective: {objective}" if objective else G["name"]
-    return dict(name=G["name"], title=title, legend=LEGEND, nodes=nodes, edges=edges, plates=plates)
+    if G["reward"] is not None:  # the target the terminal state is balanced against
+        nodes.append(_target_node(G))
+        edges.append(dict(src=G["data"], dst="R", label="", attrs={"style": "dotted", "arrowhead": "none"}))
+    return dict(name=G["name"], title=_title(G), legend=LEGEND, nodes=nodes, edges=edges, plates=plates)
+
+
+def _point(v: list) -> str:
+    return f"{v[0]:g}" if len(set(v)) == 1 else "[" + ", ".join(f"{x:g}" for x in v) + "]"
 
 
 def to_digraph(spec: dict):

@@ -164,9 +164,12 @@ class StateDecl:
 
 @dataclass(frozen=True)
 class SourceDecl:
+    """`source x ~ prior(...)`, `source x ~ dataset(...)` or `source x = value`."""
+
     ref: StateRef
     prior: Call | None
     span: Span = field(compare=False)
+    value: Expr | None = None  # a point mass
 
 
 @dataclass(frozen=True)
@@ -209,8 +212,11 @@ class DatasetDecl:
 
 @dataclass(frozen=True)
 class ObjectiveDecl:
+    """`objective = expr`, or `objective = prior_expr then expr` (a posterior's stages)."""
+
     expr: Expr
     span: Span = field(compare=False)
+    then: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -232,8 +238,11 @@ class ActionDecl:
 
 @dataclass(frozen=True)
 class RewardDecl:
+    """`reward = call` (R(x)) or `energy = call` (E(x), R = exp(-E))."""
+
     call: Call
     span: Span = field(compare=False)
+    form: str = "reward"  # "reward" | "energy"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from gfdsl.lang import ast
-from gfdsl.errors import Diagnostic, diag, did_you_mean
+from gfdsl.errors import Diagnostic, article, diag, did_you_mean
 from gfdsl.library.registry import Ref
 from gfdsl.lang.source import Source
 
@@ -110,7 +110,7 @@ class Evaluator:
             return Ref("net", n)
         if n in scope.schedules or n in scope.nets or n in scope.states:
             kind = "schedule" if n in scope.schedules else "net" if n in scope.nets else "state"
-            raise self.fail("E204", e.span, name=n, actual=kind, expected="value",
+            raise self.fail("E204", e.span, name=n, actual=article(kind), expected="a value",
                             hint="only dims and index variables may be used in arithmetic")
         cands = set(scope.vars) | set(scope.dims) | (scope.schedules | set(scope.nets) if refs else set())
         raise self.fail("E201", e.span, name=n, hint=did_you_mean(n, cands) or "declare it in `dims { ... }`")
@@ -124,7 +124,7 @@ class Evaluator:
                 raise self.fail("E205", e.span, message=f"'{e.name}' is a number and cannot be indexed", hint="")
             if e.name in scope.nets or e.name in scope.states or e.name in scope.schedules:
                 kind = "net" if e.name in scope.nets else "state" if e.name in scope.states else "schedule"
-                raise self.fail("E204", e.name_span, name=e.name, actual=kind, expected="value", hint="")
+                raise self.fail("E204", e.name_span, name=e.name, actual=article(kind), expected="a value", hint="")
             raise self.fail("E201", e.name_span, name=e.name,
                             hint=did_you_mean(e.name, set(scope.nets) | set(scope.dims)))
         if rng is None:

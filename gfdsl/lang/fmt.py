@@ -129,6 +129,16 @@ class _Emitter:
         self.out.append(_Line(indent, code, trailing[-1] if trailing else ""))
         self.last = max(self.last, end)
 
+    def emit_wrapped(self, indent: int, lines: list[str], start: int, end: int) -> None:
+        """A statement written over several lines: its head, one argument per line
+        (indented once more), the closing ')'; comments inside go before it, a trailing
+        one after the ')'."""
+        self.emit(indent, lines[0], start, end)
+        last = self.out.pop()
+        self.out.append(_Line(indent, lines[0]))
+        self.out.extend(_Line(indent + 1, ln) for ln in lines[1:-1])
+        self.out.append(_Line(indent, lines[-1], last.comment))
+
     def rest(self, indent: int) -> None:
         self.leading(10**9, indent)
 
@@ -205,11 +215,30 @@ def format_source(source: Source) -> str:
             em.leading(e, 2)
             em.emit(1, "}", e, e)
         else:
-            em.emit(1, _item(it), s, e)
+            code = _item(it)
+            lines = _wrap(it, code)
+            if lines:
+                em.emit_wrapped(1, lines, s, e)
+            else:
+                em.emit(1, code, s, e)
     em.leading(m.span.end_line, 1)
     em.emit(0, "}", m.span.end_line, m.span.end_line)
     em.rest(0)
     return em.text()
+
+
+WIDTH = 100  # statements longer than this are written one argument per line
+
+
+def _wrap(it, code: str) -> list[str] | None:
+    """The lines of a statement whose call does not fit on one line, or None."""
+    c = getattr(it, "call", None) or getattr(it, "prior", None)
+    if len(code) + 2 <= WIDTH or not isinstance(c, ast.Call) or not c.args or not code.endswith(")"):
+        return None
+    head = code[: len(code) - len(call(c))] + c.name + "("
+    width = max(len(a.name) for a in c.args if a.name) if any(a.name for a in c.args) else 0
+    args = [(f"{a.name.ljust(width)} = {expr(a.value)}" if a.name else expr(a.value)) + "," for a in c.args]
+    return [head, *args, ")"]
 
 
 def _named(name: str, r: ast.IndexRange | None) -> str:
@@ -223,7 +252,8 @@ def _item(it) -> str:
     if isinstance(it, ast.StateDecl):
         return f"state {_named(it.name, it.range)} : {type_(it.type)}"
     if isinstance(it, ast.SourceDecl):
-        return f"source {ref(it.ref)}" + (f" ~ {call(it.prior)}" if it.prior else "")
+        tail = f" ~ {call(it.prior)}" if it.prior else f" = {expr(it.value)}" if it.value is not None else ""
+        return f"source {ref(it.ref)}" + tail
     if isinstance(it, ast.DataStateDecl):
         return f"data {ref(it.ref)}"
     if isinstance(it, ast.NetDecl):
@@ -231,11 +261,11 @@ def _item(it) -> str:
     if isinstance(it, ast.DatasetDecl):
         return f"dataset = {call(it.call)}"
     if isinstance(it, ast.ObjectiveDecl):
-        return f"objective = {expr(it.expr)}"
+        return f"objective = {expr(it.expr)}" + (f" then {expr(it.then)}" if it.then is not None else "")
     if isinstance(it, ast.ActionDecl):
         return f"action {_named(it.name, it.range)} = {call(it.call)}"
     if isinstance(it, ast.RewardDecl):
-        return f"reward = {call(it.call)}"
+        return f"{it.form} = {call(it.call)}"
     if isinstance(it, ast.PolicyDecl):
         return f"policy {it.direction.ljust(8)} = {call(it.call)}"
     raise AssertionError(type(it))

@@ -31,7 +31,8 @@ TERMINAL_WORDS = {
     "$END": "the end of the file",
 }
 # keywords that start a model item: seeing one inside an open block means a '}' is missing
-ITEM_KEYWORDS = {"dims", "schedule", "state", "source", "data", "net", "step", "dataset", "objective", "train", "model"}
+ITEM_KEYWORDS = {"dims", "schedule", "state", "source", "data", "net", "step", "dataset", "objective", "train", "model",
+                 "action", "reward", "energy", "policy"}
 
 
 def _tokens(source: Source, p: Lark):

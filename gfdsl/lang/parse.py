@@ -155,7 +155,10 @@ class _ToAst(Transformer_NonRecursive):
         return ast.StateRef(str(c[0]), c[1], span_of(meta), span_of(c[0]))
 
     def source_decl(self, meta, c):
-        return ast.SourceDecl(c[0], c[1], span_of(meta))
+        what = c[1]
+        if isinstance(what, ast.Call) or what is None:
+            return ast.SourceDecl(c[0], what, span_of(meta))
+        return ast.SourceDecl(c[0], None, span_of(meta), value=what)
 
     def data_state_decl(self, meta, c):
         return ast.DataStateDecl(c[0], span_of(meta))
@@ -177,13 +180,13 @@ class _ToAst(Transformer_NonRecursive):
         return ast.DatasetDecl(c[0], span_of(meta))
 
     def objective_decl(self, meta, c):
-        return ast.ObjectiveDecl(c[0], span_of(meta))
+        return ast.ObjectiveDecl(c[0], span_of(meta), then=c[1])
 
     def action_decl(self, meta, c):
         return ast.ActionDecl(str(c[0]), c[1], c[2], span_of(meta), span_of(c[0]))
 
     def reward_decl(self, meta, c):
-        return ast.RewardDecl(c[0], span_of(meta))
+        return ast.RewardDecl(c[1], span_of(meta), form=str(c[0]))
 
     def policy_decl(self, meta, c):
         return ast.PolicyDecl(str(c[0]), c[1], span_of(meta))

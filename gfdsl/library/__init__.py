@@ -1,7 +1,7 @@
 """The registry of everything a spec may name: kernels, priors, nets, schedules, data
-sets and objectives. Each entry's arguments are a pydantic model with extra="forbid".
+sets, rewards and energies, actions, policies and objectives. Each entry's arguments are a pydantic model with extra="forbid".
 This package is torch-free: it describes and checks; gfdsl's lowering builds the modules.
 """
 
 from gfdsl.library.registry import REGISTRY, Entry, Ref  # noqa: F401
-from gfdsl.library import datasets, discrete, kernels, nets, objectives, schedules  # noqa: F401  (register)
+from gfdsl.library import actions, datasets, kernels, nets, objectives, samplers, schedules, targets  # noqa: F401,E501

@@ -287,8 +287,17 @@ class UniformArgs(Args):
     pass
 
 
+class PointArgs(Args):
+    """point(value): a point mass; written `source x = 0` (one value for every
+    coordinate) or `source x = [0, 1]`. Its log-probability is 0."""
+
+    value: list[float] = Field(min_length=1)
+
+
 P = "prior"
 REGISTRY.add(Entry("normal", P, NormalArgs, "isotropic Gaussian N(mean, std^2 I)", info={"dtypes": ("real",)}))
 REGISTRY.add(Entry("bernoulli", P, BernoulliPriorArgs, "independent Bernoulli(p) bits", info={"dtypes": ("binary",)}))
 REGISTRY.add(Entry("uniform", P, UniformArgs, "uniform over every value of a discrete state",
                    info={"dtypes": ("binary", "cat")}))
+REGISTRY.add(Entry("point", P, PointArgs, "a point mass at `value` (write `source x = value`)",
+                   frozenset({"forward", "backward"}), frozenset({"deterministic"}), info={"dtypes": ("real",)}))

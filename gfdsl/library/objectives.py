@@ -1,8 +1,19 @@
-"""Training objectives: pure functions of trajectories that compose linearly.
+"""Training objectives: registered terms that compose linearly, each fitting one target.
 
 `objective = elbo + 0.25 * tbc(k = 2)` is a weighted sum of registered terms. Each entry
-says which policies its gradient trains (`trains`, given its arguments) and what the
-model must offer (`needs`): a learned backward policy, or one trajectory per data point.
+says which target it trains from (`target`):
+
+  data       likelihood terms read backward trajectories from data points: elbo, mle,
+             tbc, ipf
+  reward     balance terms read trajectories against log R(x): tb, db, subtb, vargrad,
+             fm, reverse_kl
+  posterior  rtb reads trajectories of the posterior against a frozen data-trained prior
+             and the reward: a model with both a data set and a reward, staged
+             `<data objective> then rtb`
+
+which policies its gradient trains (`trains`, given its arguments) and what else the
+model must offer (`needs`): a learned backward policy, one trajectory per data point, an
+action space (edge flows), reparameterised forward kernels, the source's density.
 """
 
 from __future__ import annotations
@@ -11,9 +22,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gfdsl.library.registry import REGISTRY, Args, Entry, PosInt
-
-Train = Literal["pf", "pb", "both"]
+from gfdsl.library.registry import REGISTRY, Args, Entry, NetRef, PosInt
 
 
 class ElboArgs(Args):
@@ -57,17 +66,49 @@ class IpfArgs(Args):
     rounds: PosInt = Field(le=1000)
 
 
+class DbArgs(Args):
+    """db(flow): detailed balance (Bengio et al. 2023) with a learned state flow log F(s)."""
+
+    flow: NetRef
+
+
+class SubTbArgs(Args):
+    """subtb(flow, lamda = 0.9): sub-trajectory balance (Madan et al. 2023), every
+    sub-trajectory weighted by lamda^length."""
+
+    flow: NetRef
+    lamda: float = Field(default=0.9, gt=0, le=1)
+
+
+def _info(target: str, trains, *needs: str) -> dict:
+    return {"target": target, "trains": trains, "needs": needs}
+
+
+def _both(a) -> set[str]:
+    return {"pf", "pb"}
+
+
 O = "objective"
 REGISTRY.add(Entry("elbo", O, ElboArgs, "evidence lower bound with backward trajectories from data",
-                   info={"trains": lambda a: {"pf"} if a.train == "pf" else {"pf", "pb"}}))
+                   info=_info("data", lambda a: {"pf"} if a.train == "pf" else {"pf", "pb"}, "source_density")))
 REGISTRY.add(Entry("tbc", O, TbcArgs, "trajectory-balance consistency regulariser (MLE-GFN)",
-                   info={"trains": lambda a: {"pb"} if a.train == "pb" else {"pf", "pb"}, "needs": "learned_pb"}))
+                   info=_info("data", lambda a: {"pb"} if a.train == "pb" else {"pf", "pb"}, "learned_pb",
+                              "source_density")))
 REGISTRY.add(Entry("mle", O, NoArgs, "exact maximum likelihood (one trajectory per data point)",
-                   info={"trains": lambda a: {"pf"}, "needs": "exact"}))
-# reverse_kl needs a reward R(x); a model trained from data has none, so the checker
-# refuses it there (E611). The reward objectives (tb, db, subtb, fm, vargrad) are in
-# gfdsl.library.discrete.
-REGISTRY.add(Entry("reverse_kl", O, NoArgs, "KL(P_F || P_B R) through forward samples (needs a reward)",
-                   info={"trains": lambda a: {"pf"}, "needs": "reward"}))
+                   info=_info("data", lambda a: {"pf"}, "exact", "source_density")))
 REGISTRY.add(Entry("ipf", O, IpfArgs, "iterative proportional fitting (Schrodinger bridge)",
-                   info={"trains": lambda a: {"pf", "pb"}, "needs": "learned_pb"}))
+                   info=_info("data", lambda a: {"pf", "pb"}, "learned_pb")))
+REGISTRY.add(Entry("tb", O, NoArgs, "trajectory balance with a learned log Z (needs a reward)",
+                   info=_info("reward", _both)))
+REGISTRY.add(Entry("vargrad", O, NoArgs, "log Z-free trajectory balance: batch variance (needs a reward)",
+                   info=_info("reward", _both)))
+REGISTRY.add(Entry("db", O, DbArgs, "detailed balance with a learned state flow (needs a reward)",
+                   info=_info("reward", _both)))
+REGISTRY.add(Entry("subtb", O, SubTbArgs, "sub-trajectory balance, lamda-weighted (needs a reward)",
+                   info=_info("reward", _both)))
+REGISTRY.add(Entry("fm", O, NoArgs, "flow matching on edge flows exp(logits) (needs a reward and actions; P_B implied)",
+                   info=_info("reward", lambda a: {"pf"}, "actions")))
+REGISTRY.add(Entry("reverse_kl", O, NoArgs, "KL(P_F || P_B R / Z) through reparameterised forward samples (PIS)",
+                   info=_info("reward", lambda a: {"pf"}, "rsample")))
+REGISTRY.add(Entry("rtb", O, NoArgs, "relative trajectory balance: fine-tune a data-trained prior towards prior(x) R(x)",
+                   info=_info("posterior", lambda a: {"pf"})))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
-KINDS = ("kernel", "prior", "net", "schedule", "dataset", "objective", "action", "reward", "policy")
+KINDS = ("kernel", "prior", "net", "schedule", "dataset", "objective", "action", "reward", "energy", "policy")
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,8 @@ class KernelUse:
     schedules: dict[str, int]
     n_steps: int
     data: StateType | None
+    source_point: tuple[float, ...] | None = None  # the source's value, when it is a point mass (): unknown
+    rewarded: bool = False  # the model has a reward or energy target (e.g. for grad log R)
 
 
 @dataclass(frozen=True)

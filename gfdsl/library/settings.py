@@ -1,6 +1,8 @@
 """Training settings of a spec's `train { ... }` block (validated; unknown keys refused).
 
 Command-line flags of `gfdsl run` override these; the spec states the documented budget.
+Some settings only mean something for some models (exploration of an action space, a
+posterior's prior stage); NEEDS says which, and the checker refuses the others (E612).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from gfdsl.library.registry import Args, NonNegInt, PosFloat, PosInt
 
 
 class TrainSettings(Args):
-    steps: PosInt = Field(default=1000, le=100_000_000, description="gradient steps")
-    batch: PosInt = Field(default=256, le=1_000_000, description="examples per step")
+    steps: PosInt = Field(default=1000, le=100_000_000, description="gradient steps (a posterior: of its rtb stage)")
+    batch: PosInt = Field(default=256, le=1_000_000, description="examples (or trajectories) per step")
     lr: PosFloat = Field(default=1e-3, le=10.0, description="learning rate")
     seed: NonNegInt = Field(default=0, description="seed of parameters, data order and noise")
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -26,16 +28,26 @@ class TrainSettings(Args):
         "each round being its own fit"))
     eval_k: PosInt = Field(default=100, le=100_000, description="backward trajectories per point in eval")
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
-
-
-class RewardTrainSettings(TrainSettings):
-    """Training of reward-driven models: exploration and replay make training off-policy,
-    which the compiler sees here, statically (gfdsl.reward_model keeps P_F's own
-    log-probabilities of explored actions and rescores replayed trajectories)."""
-
-    lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb)")
-    epsilon: float = Field(default=0.0, ge=0, le=1, description="epsilon-uniform exploration")
-    temperature: PosFloat = Field(default=1.0, le=1000.0, description="sample from softmax(logits / temperature)")
+    # -- balance training against a reward (tb, db, subtb, vargrad, fm, rtb) --
+    lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb, rtb)")
     replay: NonNegInt = Field(default=0, le=10_000_000, description="replay buffer capacity (terminal states); 0 = none")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch drawn from the buffer")
-    eval_every: NonNegInt = Field(default=0, description="steps between exact evaluations logged to metrics.jsonl")
+    eval_every: NonNegInt = Field(default=0, description="steps between evaluations logged to metrics.jsonl")
+    # -- behaviour policies: what draws the training trajectories (off-policy) --
+    epsilon: float = Field(default=0.0, ge=0, le=1, description="epsilon-uniform exploration of an action space")
+    temperature: PosFloat = Field(default=1.0, le=1000.0, description="sample actions from softmax(logits / temperature)")
+    exploration: float = Field(default=0.0, ge=0, le=100.0, description=(
+        "a chain's exploration: this standard deviation (per unit time for an SDE step) is added "
+        "to each forward Gaussian's while drawing training trajectories"))
+    exploration_steps: NonNegInt = Field(default=0, description=(
+        "exploration decays linearly to 0 over this many steps; 0 = constant"))
+    # -- a posterior's first stage (the prior, trained from the data set) --
+    prior_steps: NonNegInt = Field(default=0, le=100_000_000, description="steps of the prior stage (`... then rtb`)")
+    prior_lr: PosFloat | None = Field(default=None, le=10.0, description="learning rate of the prior stage (default lr)")
+
+
+# setting -> what the model needs for it to mean anything (checked by gfdsl.lang.check)
+NEEDS = {"lr_logz": "reward", "replay": "reward", "replay_fraction": "reward", "eval_every": "reward",
+         "epsilon": "actions", "temperature": "actions", "exploration": "reward chain",
+         "exploration_steps": "reward chain",
+         "prior_steps": "posterior", "prior_lr": "posterior"}

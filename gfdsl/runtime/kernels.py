@@ -39,6 +39,11 @@ class Kernel(nn.Module):
     def dist(self, x, i, ctx=None) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def exploration_scale(self, explore: float, i: torch.Tensor):
+        """The standard deviation an exploring rollout adds to this kernel's Gaussian (in
+        quadrature): `explore` itself, or per unit of time for an SDE step."""
+        return explore
+
 
 class Gaussian(Kernel):
     """N(mu, sigma^2 I), mu and log sigma^2 (or mu alone, with a fixed std) from a net."""
@@ -347,24 +352,38 @@ class Truncate(Kernel):
 
 
 class Prior(nn.Module):
+    """The source's distribution: normal, bernoulli, uniform, or a point mass."""
+
     def __init__(self, entry: str, args: dict, numel: int, dtype: str, classes: int):
         super().__init__()
         self.entry, self.n, self.dtype, self.k = entry, numel, dtype, classes
         self.mean = float(args.get("mean", 0.0))
         self.std = float(args.get("std", 1.0))
         self.p = float(args.get("p", 0.5))
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # follows .to(device)
+        # follows .to(device); a point mass's value, else a scalar anchor
+        self.register_buffer("point", torch.tensor(args.get("value", [0.0]), dtype=torch.float32), persistent=False)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws (n, numel) and their log-probabilities (n,)."""
+        if self.entry == "point":
+            return self.point.expand(n, self.n).clone(), torch.zeros(n, device=self.point.device)
+        d = self.dist(n)
+        x = d.sample()
+        return x, d.log_prob(x)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) per row (B,); the Gaussian case in closed form, without building a
-        distribution object (it is on every flow's hot path)."""
+        distribution object (it is on every flow's hot path). A point mass scores its
+        own value 0 (trajectories start there by construction)."""
         if self.entry == "normal":
             z = (x - self.mean) / self.std
             return -0.5 * (z * z).sum(1) - self.n * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
+        if self.entry == "point":
+            return torch.zeros(x.shape[0], device=x.device)
         return self.dist(x.shape[0]).log_prob(x)
 
     def dist(self, n: int) -> Distribution:
-        dev = self.anchor.device
+        dev = self.point.device
         if self.entry == "normal":
             mu = torch.full((n, self.n), self.mean, device=dev)
             return diag_normal(mu, torch.full_like(mu, self.std))
@@ -372,3 +391,21 @@ class Prior(nn.Module):
             p = self.p if self.entry == "bernoulli" else 0.5
             return Independent(Bernoulli(probs=torch.full((n, self.n), p, device=dev)), 1)
         return Independent(Categorical(logits=torch.zeros(n, self.n, self.k, device=dev)), 1)
+
+
+class DataSource(nn.Module):
+    """A source drawn from a data set's examples (a bridge between two data sets). It
+    has no density: likelihood terms are refused by the checker; log_prob is 0."""
+
+    density = False
+
+    def __init__(self, data: torch.Tensor):
+        super().__init__()
+        self.register_buffer("data", data, persistent=False)  # (N, n), rebuilt from the spec
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.randint(0, self.data.shape[0], (n,), device=self.data.device)
+        return self.data[i], torch.zeros(n, device=self.data.device)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], device=x.device)

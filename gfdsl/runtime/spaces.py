@@ -1,6 +1,6 @@
 """Discrete spaces and rewards of reward-driven GFlowNets, vectorised over a batch.
 
-`Space` is compiled from the spec's action declarations (gfdsl.library.discrete). Every
+`Space` is compiled from the spec's action declarations (gfdsl.library.actions). Every
 move is one of a closed set whose inverse is known, so the forward mask, the step, the
 backward step and the backward mask all come from the one declaration and cannot
 disagree -- tests/test_discrete.py checks back(step(s, a), a) == s and that a move is
@@ -17,13 +17,8 @@ Moves are numbered 0..M-1 in declaration order; M (= A - 1) is exit.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-import numpy as np
 import torch
 from torch import nn
-
-from gfdsl.errors import GfdslError, diag
 
 
 class Space(nn.Module):
@@ -188,75 +183,6 @@ class Space(nn.Module):
             w = self.V ** (length - 1 - p).clamp(min=0)
             out.append(torch.where(p < length, (j // w) % self.V, -1))
         return torch.cat(out)
-
-
-class Reward(nn.Module):
-    """log R(s) (B,), clipped from below at log_min."""
-
-    def __init__(self, entry: str, args: dict, space: Space, spec_dir: Path | None = None, source=None, span=None):
-        super().__init__()
-        self.entry, self.space, self.log_min = entry, space, float(args["log_min"])
-        self.args = dict(args)
-        if entry == "hamming_modes":
-            g = torch.Generator().manual_seed(int(args["seed"]))
-            hi = space.V if space.dtype == "seq" else 2
-            self.register_buffer("modes", torch.randint(0, hi, (int(args["n"]), space.n), generator=g),
-                                 persistent=False)
-        if entry == "table":
-            self.register_buffer("table", _load_table(args, space, spec_dir, source, span), persistent=False)
-
-    # spaces up to this many states keep log R of every state, read by index (a hypergrid
-    # reward is a dozen float64 operations per call, a lookup two)
-    DENSE = 1 << 20
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        sp = self.space
-        if sp.n_states <= self.DENSE:
-            dense = getattr(self, "_dense", None)
-            if dense is None or dense.device != s.device:
-                dense = self._dense = self.log_reward(sp.enumerate(s.device))
-            return dense[sp.index(s)]
-        return self.log_reward(s)
-
-    def log_reward(self, s: torch.Tensor) -> torch.Tensor:
-        """log R(s) (B,) from its definition, clipped at log_min."""
-        sp = self.space
-        if self.entry == "hypergrid":
-            a = self.args
-            eps = 1e-12  # as in the reference implementations: no state sits on a boundary
-            ax = ((s - sp.lo).double() / (sp.hi - sp.lo) - 0.5).abs()
-            r = a["r0"] + a["r1"] * (ax > 0.25 + eps).all(1).double() \
-                + a["r2"] * ((ax > 0.3 + eps) & (ax < 0.4 - eps)).all(1).double()
-            lr = r.log()
-        elif self.entry == "hamming_modes":
-            d = (s[:, None, :] != self.modes[None, :, :]).sum(2).amin(1)  # (B,) nearest mode
-            lr = -self.args["beta"] * d.double() / sp.n
-        else:
-            lr = self.table[sp.index(s)]
-        return lr.clamp(min=self.log_min).float()
-
-
-def _load_table(args, space: Space, spec_dir, source, span) -> torch.Tensor:
-    path = (spec_dir or Path(".")) / args["file"]
-
-    def bad(why):
-        return GfdslError([diag("E801", None, None, path=str(path), why=why)])
-
-    try:
-        a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise bad(f"cannot be read as .npy ({e})") from None
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    if a.shape[0] != space.n_states:
-        raise bad(f"it holds {a.shape[0]} values, but the space has {space.n_states} states")
-    if args["log"]:
-        if np.isnan(a).any() or np.isposinf(a).any():
-            raise bad("log-rewards must be finite or -inf")
-        return torch.from_numpy(a)
-    if (a < 0).any() or not np.isfinite(a).all():
-        raise bad("rewards must be finite and >= 0")
-    with np.errstate(divide="ignore"):
-        return torch.from_numpy(np.log(a))
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
-"""Reward-driven GFlowNets on discrete spaces: actions, rewards, policies and objectives.
+"""Discrete spaces grown by actions: the space types, the actions and the policies.
 
-A reward-driven model has one state over a bounded discrete space and no data set:
+The action notation declares one state over a bounded discrete space:
 
   int(lo, hi)[D]   integer vectors, each coordinate in lo..hi; start: all lo
                    (the hypergrid of Bengio et al. 2021 is int(0, H - 1)[D])
@@ -24,11 +24,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from gfdsl.library.registry import REGISTRY, Args, Entry, NetRef, NonNegInt, StateType
 
-from gfdsl.library.registry import REGISTRY, Args, Entry, NetRef, NonNegInt, PosInt, StateType
-
-A, R, P, O = "action", "reward", "policy", "objective"
+A, P = "action", "policy"
 
 
 def space_size(t: StateType) -> int:
@@ -108,49 +106,6 @@ REGISTRY.add(Entry("exit", A, ExitArgs, "end the trajectory; the state reached i
                    info={"types": ("int", "set", "seq"), "need": "", "bound": None}))
 
 
-# -- rewards -------------------------------------------------------------------------------
-
-
-class RewardArgs(Args):
-    log_min: float = Field(default=-100.0, description="log R(x) is clipped from below at this value")
-
-
-class HypergridArgs(RewardArgs):
-    """hypergrid(r0 = 0.1, r1 = 0.5, r2 = 2.0): Bengio et al. (2021), eq. in section 4.1:
-    with a_d = |s_d / (H - 1) - 0.5|, R(s) = r0 + r1 prod_d [0.25 < a_d]
-    + r2 prod_d [0.3 < a_d < 0.4]."""
-
-    r0: float = Field(default=0.1, ge=0)
-    r1: float = Field(default=0.5, ge=0)
-    r2: float = Field(default=2.0, ge=0)
-
-
-class ModesArgs(RewardArgs):
-    """hamming_modes(n = 8, beta = 3.0, seed = 0): n reference sequences drawn uniformly
-    from the seed; log R(x) = -beta * min_m d_H(x, m) / L (Malkin et al. 2022's bit-sequence
-    task; a missing position counts as a mismatch)."""
-
-    n: PosInt = Field(default=8, le=100_000)
-    beta: float = Field(default=3.0, ge=0)
-    seed: NonNegInt = 0
-
-
-class TableArgs(RewardArgs):
-    """table(file, log = false): R(x) read from a .npy file (path relative to the spec),
-    one entry per state in gfdsl's enumeration order (`gfdsl compile --dump ir` says it)."""
-
-    file: str = Field(min_length=1)
-    log: bool = False
-
-
-REGISTRY.add(Entry("hypergrid", R, HypergridArgs, "hypergrid reward of Bengio et al. (2021): r0 + r1 outer ring + r2 band",
-                   info={"types": ("int",), "need": "integer vectors (int(lo, hi)[D])"}))
-REGISTRY.add(Entry("hamming_modes", R, ModesArgs, "exp(-beta * Hamming distance to the nearest of n seeded modes / L)",
-                   info={"types": ("seq", "set"), "need": "sequences or sets"}))
-REGISTRY.add(Entry("table", R, TableArgs, "a reward per state from a .npy file",
-                   info={"types": ("int", "set", "seq"), "need": ""}))
-
-
 # -- policies ------------------------------------------------------------------------------
 
 
@@ -167,46 +122,3 @@ class UniformArgs(Args):
 REGISTRY.add(Entry("softmax", P, SoftmaxArgs, "learned: masked softmax over one logit per action",
                    learned=lambda a: True))
 REGISTRY.add(Entry("uniform", P, UniformArgs, "fixed: uniform over the allowed actions"))
-
-
-# -- objectives ----------------------------------------------------------------------------
-
-
-class TbArgs(Args):
-    """tb(): trajectory balance (Malkin et al. 2022) with a learned log Z."""
-
-
-class DbArgs(Args):
-    """db(flow): detailed balance (Bengio et al. 2023) with a learned state flow log F(s)."""
-
-    flow: NetRef
-
-
-class SubTbArgs(Args):
-    """subtb(flow, lamda = 0.9): sub-trajectory balance (Madan et al. 2023), every
-    sub-trajectory weighted by lamda^length."""
-
-    flow: NetRef
-    lamda: float = Field(default=0.9, gt=0, le=1)
-
-
-class NoArgs(Args):
-    pass
-
-
-def _both(a) -> set[str]:
-    return {"pf", "pb"}
-
-
-REGISTRY.add(Entry("tb", O, TbArgs, "trajectory balance with a learned log Z (needs a reward)",
-                   info={"trains": _both, "needs": "reward"}))
-REGISTRY.add(Entry("db", O, DbArgs, "detailed balance with a learned state flow (needs a reward)",
-                   info={"trains": _both, "needs": "reward"}))
-REGISTRY.add(Entry("subtb", O, SubTbArgs, "sub-trajectory balance, lamda-weighted (needs a reward)",
-                   info={"trains": _both, "needs": "reward"}))
-REGISTRY.add(Entry("fm", O, NoArgs, "flow matching on edge flows exp(logits) (needs a reward; P_B implied)",
-                   info={"trains": lambda a: {"pf"}, "needs": "reward"}))
-REGISTRY.add(Entry("vargrad", O, NoArgs, "log Z-free trajectory balance: batch variance (needs a reward)",
-                   info={"trains": _both, "needs": "reward"}))
-
-REWARD_OBJECTIVES = ("tb", "db", "subtb", "fm", "vargrad")

@@ -1,23 +1,25 @@
-"""GfnModel: the compiled model. A static `Plan` of steps from source to data, nets and
-kernels in ModuleDicts, and the rollouts every objective is built from.
+"""Chain: the rollouts of a model of explicit steps (diffusion, flows, hierarchical VAEs,
+prefixes of an autoregressive model, diffusion samplers) -- a static `Plan` of steps
+from the source to the terminal state, each with its forward and backward kernel.
 
-  sample(n)            roll P_F forward from the source prior      -> Trajectory
-  infer(x, k)          roll P_B backward from data (k per point)  -> Trajectory
-  log_likelihood(x, k) log p(x) ~ logsumexp_k(log P_F(tau_k) - log P_B(tau_k|x)) - log k
-  loss(batch)          the spec's objective (gfdsl.runtime.objectives)
+  forward(n, explore, score)   roll P_F from the source        -> Trajectory
+  backward(x, k)               roll P_B back from x (k per x)   -> Trajectory, scored
+  log_probs(t)                 (log P_F, log P_B) (T, B) of a trajectory
 
-Trajectory log-probabilities have shape (T, B) with T steps in source-to-data order. No
-graph is walked and nothing is parsed at run time: the plan is a tuple of steps fixed at
-lowering, and steps that share a kernel are evaluated in one batched call.
+Log-probabilities are (T, B) with T steps in source-to-terminal order. No graph is
+walked and nothing is parsed at run time: the plan is a tuple of steps fixed at
+lowering, and steps that share a kernel are scored in one batched call.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributions import Independent, Normal
+
+from gfdsl.engine.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
@@ -39,42 +41,22 @@ class Plan:
     bwd_groups: tuple[tuple[int, ...], ...]
 
 
-@dataclass
-class Trajectory:
-    states: list[torch.Tensor]  # len T + 1, source first, each (B, n_j)
-    log_pf: torch.Tensor  # (T, B)
-    log_pb: torch.Tensor  # (T, B)
-    log_prior: torch.Tensor  # (B,)
-
-    def log_weight(self) -> torch.Tensor:
-        """log P_F(tau) - log P_B(tau | x), prior included: (B,)."""
-        return self.log_prior + self.log_pf.sum(0) - self.log_pb.sum(0)
-
-
-class GfnModel(nn.Module):
-    def __init__(self, graph_attrs: dict, plan: Plan, nets: nn.ModuleDict, kernels: nn.ModuleDict,
-                 schedules: nn.ModuleDict, prior: nn.Module | None, data_shape: tuple[int, ...], data_dtype: str):
+class Chain(nn.Module):
+    def __init__(self, plan: Plan, kernels: nn.ModuleDict, schedules: nn.ModuleDict, prior: nn.Module | None):
         super().__init__()
-        self.spec = graph_attrs  # plain data from the IR (name, objective, train, ...)
-        self.plan = plan
-        self.nets = nets
-        self.kernels = kernels
-        self.schedules = schedules
-        self.prior = prior
-        self.data_shape = tuple(data_shape)
-        self.data_dtype = data_dtype
-        self.log_Z = None  # a learned log-partition function, if an objective asks for one
-        self.objective = None  # set by lower(): gfdsl.runtime.objectives.Objective
+        self.plan, self.kernels, self.schedules, self.prior = plan, kernels, schedules, prior
 
     @property
     def device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
         for b in self.buffers():
             return b.device
+        for p in self.parameters():
+            return p.device
         return torch.device("cpu")
 
-    # -- rollouts -------------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return len(self.plan.steps)
 
     def _pos(self, step: PlanStep, n: int) -> torch.Tensor:
         return torch.full((n,), step.pos, dtype=torch.long, device=self.device)
@@ -82,23 +64,28 @@ class GfnModel(nn.Module):
     def _ctx(self, step: PlanStep, states):
         return torch.cat([states[c] for c in step.ctx], 1) if step.ctx else None
 
+    # -- the source ------------------------------------------------------------------------------
+
     def source_sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.prior is None:  # an empty prefix: nothing to sample
             return torch.zeros(n, 0, device=self.device), torch.zeros(n, device=self.device)
-        d = self.prior.dist(n)
-        x = d.sample()
-        return x, d.log_prob(x)
+        return self.prior.sample(n)
 
     def source_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.prior is None:
             return torch.zeros(x.shape[0], device=x.device)
         return self.prior.log_prob(x)
 
-    def sample(self, n: int) -> Trajectory:
-        """Roll P_F forward from the source: (T + 1) states, log P_F and log P_B (T, n)."""
+    # -- rollouts --------------------------------------------------------------------------------
+
+    def forward(self, n: int, explore: float = 0.0, score: bool = False, rsample: bool = False) -> Trajectory:
+        """Roll P_F forward from the source: T + 1 states. With score, log P_F (T, n) of
+        the steps taken, kept with the parameters' graph (the states themselves carry no
+        gradient unless rsample); log_probs() scores P_B in batched calls. With
+        explore > 0, a Gaussian step is drawn with that extra standard deviation
+        (kernel.exploration_scale) and scored under P_F itself: off-policy trajectories."""
         x, log_prior = self.source_sample(n)
-        states = [x]
-        log_pf = []
+        states, log_pf = [x], []
         for s in self.plan.steps:
             k = self.kernels[s.fwd]
             i = self._pos(s, n)
@@ -107,19 +94,19 @@ class GfnModel(nn.Module):
                 log_pf.append(-ld)  # density flows through f: log|det J| leaves the trajectory term
             else:
                 d = k.dist(states[s.src], i, self._ctx(s, states))
-                y = d.sample()
-                log_pf.append(d.log_prob(y))
+                y = d.rsample() if rsample else _draw(k, d, explore, i)
+                if score:
+                    log_pf.append(d.log_prob(y))
             states.append(y)
-        log_pb = self._backward_log_probs(states, n)
-        return Trajectory(states, torch.stack(log_pf), log_pb, log_prior)
+        return Trajectory(states, torch.stack(log_pf) if score else None, log_prior=log_prior)
 
-    def infer(self, x: torch.Tensor, k: int = 1, rsample: bool = False) -> Trajectory:
-        """Roll P_B backward from data x (B, n), k trajectories per point (batch k * B,
-        trajectory-major: row r * B + b is the r-th trajectory of point b)."""
+    def backward(self, x: torch.Tensor, k: int = 1, rsample: bool = False) -> Trajectory:
+        """Roll P_B backward from x (B, n), k trajectories per point (batch k * B,
+        trajectory-major: row r * B + b is the r-th trajectory of point b), scored."""
         if k > 1:
             x = x.repeat(k, *([1] * (x.dim() - 1)))
         n = x.shape[0]
-        T = len(self.plan.steps)
+        T = self.T
         states: list[torch.Tensor | None] = [None] * (T + 1)
         states[-1] = x
         log_pb: list[torch.Tensor | None] = [None] * T
@@ -139,10 +126,19 @@ class GfnModel(nn.Module):
                 xs = d.rsample() if rsample and d.has_rsample else d.sample()
                 log_pb[j] = d.log_prob(xs)
             states[s.src] = xs
-        log_pf = self._forward_log_probs(states, n, log_pf_bij)
+        log_pf = self.forward_log_probs(states, n, log_pf_bij)
         return Trajectory(states, log_pf, torch.stack(log_pb), self.source_log_prob(states[0]))
 
-    def _forward_log_probs(self, states, n, known: dict[int, torch.Tensor]) -> torch.Tensor:
+    def log_probs(self, t: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log P_F, log P_B) (T, B) of a trajectory: what it kept, the rest scored."""
+        n = t.batch
+        lpf = t.log_pf if t.log_pf is not None else self.forward_log_probs(t.states, n, {})
+        lpb = t.log_pb if t.log_pb is not None else self.backward_log_probs(t.states, n)
+        return lpf, lpb
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def forward_log_probs(self, states, n, known: dict[int, torch.Tensor]) -> torch.Tensor:
         out: list[torch.Tensor | None] = [None] * len(self.plan.steps)
         for j, v in known.items():
             out[j] = v
@@ -152,6 +148,11 @@ class GfnModel(nn.Module):
                 continue
             s0 = self.plan.steps[group[0]]
             k = self.kernels[s0.fwd]
+            if k.bijective:  # a flow's forward map, scored by its inverse (log|det| of the step)
+                for j in group:
+                    s = self.plan.steps[j]
+                    out[j] = k.inverse_map(states[s.dst], self._pos(s, n))[1]
+                continue
             if getattr(k, "all_positions", False) and len(group) == len(self.plan.steps):
                 # an autoregressive net gives every step's logits from the full sequence at once
                 lp = k.log_probs_all(states[-1])  # (L, n), position j = step j
@@ -161,7 +162,7 @@ class GfnModel(nn.Module):
             self._score(k, group, states, n, "src", "dst", out)
         return torch.stack(out)
 
-    def _backward_log_probs(self, states, n) -> torch.Tensor:
+    def backward_log_probs(self, states, n) -> torch.Tensor:
         out: list[torch.Tensor | None] = [None] * len(self.plan.steps)
         for group in self.plan.bwd_groups:
             if self.plan.steps[group[0]].bwd is None:  # inverse of a bijection: a Dirac
@@ -192,33 +193,32 @@ class GfnModel(nn.Module):
         for r, j in enumerate(group):
             out[j] = lp[r]
 
-    # -- likelihood and loss ----------------------------------------------------------------
+    def log_flows(self, t: Trajectory, log_r: torch.Tensor, net: nn.Module):
+        """log F at positions 0..T (T + 1, B) for db and subtb: the flow net on each state
+        and its position (one batched call), R(x) at the terminal state; every position
+        is a node of every trajectory."""
+        T, n = self.T, t.batch
+        xs = torch.cat([t.states[j] for j in range(T)])
+        ii = torch.cat([self._pos(s, n) for s in self.plan.steps])  # the step leaving state j
+        f = net(xs.float(), (ii + 1).float())[:, 0].view(T, n)
+        return torch.cat([f, log_r[None]]), None
 
     @property
     def exact(self) -> bool:
-        """Each data point has one trajectory (every backward kernel deterministic)."""
+        """Each terminal state has one trajectory (every backward kernel deterministic)."""
         for s in self.plan.steps:
             if s.bwd is not None and not self.kernels[s.bwd].deterministic:
                 return False
         return True
 
-    @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1, chunk: int = 4096) -> torch.Tensor:
-        """Per-example log p(x) (B,): exact where each x has one trajectory (k is then 1),
-        else the importance-weighted bound with k backward trajectories (Burda et al. 2016)."""
-        if self.exact:
-            k = 1
-        per = max(1, chunk // k)
-        out = []
-        for a in range(0, x.shape[0], per):
-            xb = x[a:a + per].to(self.device)
-            w = self.infer(xb, k).log_weight().view(k, -1)  # (k, b)
-            out.append(torch.logsumexp(w, 0) - math.log(k))
-        return torch.cat(out)
 
-    def loss(self, batch: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The spec's objective on a batch: (scalar loss, {term: value}) without syncing."""
-        return self.objective(self, batch, step)
-
-    # DistributedDataParallel calls forward(): it is the loss
-    forward = loss
+def _draw(k, d, explore: float, i: torch.Tensor) -> torch.Tensor:
+    """A sample of d, or -- exploring -- of d with its Gaussian widened by the kernel's
+    exploration scale (added in quadrature to each coordinate's standard deviation)."""
+    if explore > 0 and isinstance(d, Independent) and isinstance(d.base_dist, Normal):
+        base = d.base_dist
+        extra = k.exploration_scale(explore, i)  # (B, 1) or a float
+        scale = (base.scale ** 2 + extra ** 2).sqrt()
+        with torch.no_grad():
+            return base.loc + scale * torch.randn_like(base.loc)
+    return d.sample()

@@ -1,5 +1,5 @@
-"""Rollouts of reward-driven GFlowNets (mixed into RewardGfn): trajectories drawn forward
-by P_F from the start state, or backward by P_B from given terminal states.
+"""Rollouts of an action space (mixed into gfdsl.engine.branching.Branching): trajectories
+drawn forward by P_F from the start state, or backward by P_B from given terminal states.
 
 Trajectories are padded tensors: states (T + 1, B, n) long, actions (T, B) long with
 moves 0..M-1, exit M and -1 after the exit; row b makes n_b moves, exits at position n_b
@@ -12,27 +12,9 @@ a whole rollout is drawn in one call on the model's device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class Kept:
-    """The compact rollout's own evaluations of P_F, kept for scoring: R rows, one per
-    state evaluated (a step's rows that share a state share a row), in rollout order."""
-    states: torch.Tensor  # (R, n) long
-    out: torch.Tensor  # (R, A) the net's output (masked where the rollout masked it)
-    hidden: list[torch.Tensor]  # per hidden layer (R, h), see MLP.forward_keep
-    row: torch.Tensor  # (T * B,) long: the row of each transition's state (0 on padding)
-
-
-@dataclass
-class Traj:
-    states: torch.Tensor  # (T + 1, B, n) long
-    actions: torch.Tensor  # (T, B) long
-    log_pf: torch.Tensor | None = None  # (T, B), kept from an on-policy rollout
-    kept: Kept | None = None  # the compact rollout's forward pass (then log_pf is None)
+from gfdsl.engine.trajectory import Kept, Trajectory
 
 
 def _gumbel(*shape: int, device=None) -> torch.Tensor:
@@ -50,17 +32,8 @@ def _distinct(key: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, 
     return rep.scatter_(0, inv, torch.arange(key.shape[0], device=key.device)), inv
 
 
-def _pad(t: Traj, T: int) -> Traj:
-    extra = T - t.actions.shape[0]
-    if extra <= 0:
-        return t
-    st = torch.cat([t.states, t.states[-1:].expand(extra, -1, -1)])
-    ac = torch.cat([t.actions, torch.full_like(t.actions[:1], -1).expand(extra, -1)])
-    return Traj(st, ac)
-
-
 class Rollouts:
-    """The rollouts of RewardGfn (which provides space, nets, pf, the exploration settings
+    """The rollouts of Branching (which provides space, nets, pf, the exploration settings
     and the policies log_pf_all / log_pb_all)."""
 
     # the compact rollout evaluates each distinct state of a step once while the step
@@ -68,7 +41,7 @@ class Rollouts:
     # rows costs about as much as evaluating this many rows of a 256-wide MLP on a CPU)
     DEDUP = 12
 
-    def rollout(self, B: int, explore: bool = False, score: bool = False) -> Traj:
+    def rollout(self, B: int, explore: bool = False, score: bool = False) -> Trajectory:
         """B forward trajectories from the start state, drawn from P_F (or, with explore,
         from its epsilon / temperature mixture). With score, the trajectory may also carry
         log P_F(a_t | s_t) of the current P_F for the actions taken (T, B), with its
@@ -93,7 +66,7 @@ class Rollouts:
         with torch.set_grad_enabled(score and torch.is_grad_enabled()):
             return self._rollout_steps(B, explore, score)
 
-    def _rollout_steps(self, B: int, explore: bool = False, score: bool = False) -> Traj:
+    def _rollout_steps(self, B: int, explore: bool = False, score: bool = False) -> Trajectory:
         sp = self.space
         dev = self.device
         sync_free = dev.type == "cpu"
@@ -116,9 +89,9 @@ class Rollouts:
             acts.append(a)
             if sync_free and bool(done.all()):
                 break
-        return Traj(torch.stack(states), torch.stack(acts), torch.stack(lps) if score else None)
+        return Trajectory(torch.stack(states), torch.stack(lps) if score else None, actions=torch.stack(acts))
 
-    def _rollout_compact(self, B: int, explore: bool, score: bool = False) -> Traj:
+    def _rollout_compact(self, B: int, explore: bool, score: bool = False) -> Trajectory:
         """CPU, coordinate spaces: step only the rows still running (the batch shrinks as
         trajectories exit) and rebuild the states at the end from the actions, a state
         being the start plus the moves so far: s_t = s_0 + cumsum(unit[a]).
@@ -156,22 +129,10 @@ class Rollouts:
         ar = torch.arange(B, device=dev)
         rs = torch.cat([ar[:, None], s0 + hot, i0.expand(B)[:, None]], 1)
         packed, drawn, kept, shared = [], [], [], []  # shared: (kept offset, inv) of deduped steps
-        n_kept, dups, M, free = 0, B - 1, sp.M, sp.free_levels
+        n_kept, first, dups, M = 0, 0, B - 1, sp.M
         dedup = self.DEDUP if sp.keyed else B + 1  # the index is the key of a state
         with torch.no_grad():
-            if gather:
-                table = torch.cat([net.gather_table(sp.n), sp._buffers["hot_penalty"]], 1)  # (n * width, h_1 + A)
-                h1, offsets = table.shape[1] - sp.A, ar * sp.n
-
-                def f(h):
-                    e = torch.embedding_bag(table, h.reshape(-1), offsets[:h.shape[0]], False, 0, False, None, False, None)[0]
-                    out, keep = net.forward_keep(first=e[:, :h1])
-                    return out, keep, e[:, h1:]
-            else:
-                def f(s):
-                    x = sp.encode(s)
-                    out, keep = net.forward_keep(x) if score else (net(x), None)
-                    return out, keep, None
+            f = _evaluator(net, sp, gather, score, ar)
             for t in range(L):
                 k = rs.shape[0]
                 s = rs[:, 1:-1]  # (k, n) states, or their hot columns
@@ -192,47 +153,26 @@ class Rollouts:
                     n_kept += s_eval.shape[0]
                     if inv is not None:
                         first = n_kept  # kept rows from here on are one per transition
-                logits = out
-                if not explore and t >= free:
-                    logits = out + pen if pen is not None else sp.mask_logits_(out, s_eval)  # (in place: replay masks again)
-                if inv is not None and t > 0:
-                    logits = logits.index_select(0, inv)  # (k, A); step 0 broadcasts (1, A)
-                if explore:
-                    if tau != 1.0:
-                        logits = logits / tau
-                    if coin is not None:
-                        logits = torch.where(coin[t, :k, None], 0.0, logits)
-                    if t >= free:
-                        if pen is not None:
-                            logits = logits + (pen if inv is None or t == 0 else pen.index_select(0, inv))
-                        else:
-                            logits = sp.mask_logits_(logits.expand(k, -1).clone() if logits.shape[0] < k else logits, s)
+                logits = _masked(sp, out, pen, s_eval, s, inv, t, k, explore, tau, coin)
                 a = (logits + Gs[t][:k]).argmax(1)  # (k,)
                 packed.append(rs)
                 drawn.append(a)
                 rs = (rs + move.index_select(0, a))[a < M]  # step; drop the rows that exited
                 if rs.shape[0] == 0:
                     break
-        T = len(drawn)
-        counts = torch.tensor([d.shape[0] for d in drawn], device=dev)
-        pos = torch.cat(packed)[:, 0] + B * torch.repeat_interleave(torch.arange(T, device=dev), counts)  # (P,)
-        acts = torch.full((T * B,), -1, dtype=torch.long, device=dev)
-        acts[pos] = torch.cat(drawn)
-        acts = acts.view(T, B)
-        inc = sp.unit_pad.index_select(0, acts.view(-1) + 1).view(T, B, -1)  # (T, B, n): 0 for exit, -1
-        states = torch.cat([s0[None], s0[None] + inc.cumsum(0)])
+        states, acts, pos = _rebuild(sp, s0, packed, drawn)
         if not score:
-            return Traj(states, acts)
+            return Trajectory(states, actions=acts)
         # the kept row of each transition: deduped steps (the first ones) through their
         # inverse, every later step row by row
         crow = [off + inv for off, inv in shared] + [torch.arange(first, n_kept, device=dev)]
-        row = torch.zeros(T * B, dtype=torch.long, device=dev)
+        row = torch.zeros(acts.numel(), dtype=torch.long, device=dev)
         row[pos] = torch.cat(crow)
         k_states, k_out, k_hidden = zip(*kept)
-        return Traj(states, acts, kept=Kept(torch.cat(k_states) - hot, torch.cat(k_out),
-                                            [torch.cat(h) for h in zip(*k_hidden)], row))
+        return Trajectory(states, actions=acts, kept=Kept(torch.cat(k_states) - hot, torch.cat(k_out),
+                                                          [torch.cat(h) for h in zip(*k_hidden)], row))
 
-    def _rollout_table(self, B: int, explore: bool, score: bool) -> Traj:
+    def _rollout_table(self, B: int, explore: bool, score: bool) -> Trajectory:
         """The rollout over state indices: P_F of every state from one net call, children
         from a table built once (a few index operations per step, no net call)."""
         sp = self.space
@@ -257,7 +197,7 @@ class Rollouts:
                 break
         I, A = torch.stack(idx), torch.stack(acts)
         lpf = torch.where(A >= 0, lp[I[:-1], A.clamp(min=0)], 0.0) if score else None
-        return Traj(S[I], A, lpf)
+        return Trajectory(S[I], lpf, actions=A)
 
     def _tables(self):
         """Every state (N, n) and each one's child along each move (N, M) (-1: not
@@ -284,7 +224,7 @@ class Rollouts:
         return lp
 
     @torch.no_grad()
-    def backward_rollout(self, x: torch.Tensor) -> Traj:
+    def backward_rollout(self, x: torch.Tensor) -> Trajectory:
         """Trajectories that end in x (B, n), drawn backward by P_B, in forward order."""
         sp = self.space
         s, bs, acts = x, [x], []
@@ -300,7 +240,7 @@ class Rollouts:
             acts.append(a)
         K, B = len(acts), x.shape[0]
         if K == 0:
-            return Traj(torch.stack([x, x]), torch.full((1, B), sp.M, dtype=torch.long, device=x.device))
+            return Trajectory(torch.stack([x, x]), actions=torch.full((1, B), sp.M, dtype=torch.long, device=x.device))
         A = torch.stack(acts)  # (K, B): A[k] undoes the move that led to backward state k
         n_b = (A >= 0).sum(0)  # (B,) moves of each trajectory
         BS = torch.stack(bs)  # (K + 1, B, n): BS[n_b] is the start state
@@ -310,5 +250,63 @@ class Rollouts:
         t = t[:-1]
         moves = A.gather(0, (n_b - 1 - t).clamp(0, K - 1))
         actions = torch.where(t < n_b, moves, torch.where(t == n_b, sp.M, -1))
-        return Traj(states, actions)
+        return Trajectory(states, actions=actions)
 
+
+def _evaluator(net, sp, gather: bool, score: bool, ar: torch.Tensor):
+    """The compact rollout's net call on a step's rows: (the net's output (R, A), what
+    forward_keep keeps or None, the mask as -inf/0 (R, A) or None). From the hot
+    columns through the first-layer table where int states allow it, else encoded."""
+    if gather:
+        table = torch.cat([net.gather_table(sp.n), sp._buffers["hot_penalty"]], 1)  # (n * width, h_1 + A)
+        h1, offsets = table.shape[1] - sp.A, ar * sp.n
+
+        def f(h):
+            e = torch.embedding_bag(table, h.reshape(-1), offsets[:h.shape[0]], False, 0, False, None, False, None)[0]
+            out, keep = net.forward_keep(first=e[:, :h1])
+            return out, keep, e[:, h1:]
+        return f
+
+    def f(s):
+        x = sp.encode(s)
+        out, keep = net.forward_keep(x) if score else (net(x), None)
+        return out, keep, None
+    return f
+
+
+def _masked(sp, out, pen, s_eval, s, inv, t: int, k: int, explore: bool, tau: float, coin):
+    """The logits actions are drawn from at step t (k, A) (or (1, A) at step 0, which
+    broadcasts): masked from the level where a move can be forbidden on, spread to the
+    rows through inv where a step's repeated states were evaluated once, and for
+    exploration divided by the temperature, or zeroed (uniform) on epsilon rows."""
+    free = sp.free_levels
+    logits = out
+    if not explore and t >= free:
+        logits = out + pen if pen is not None else sp.mask_logits_(out, s_eval)  # (in place: replay masks again)
+    if inv is not None and t > 0:
+        logits = logits.index_select(0, inv)  # (k, A); step 0 broadcasts (1, A)
+    if explore:
+        if tau != 1.0:
+            logits = logits / tau
+        if coin is not None:
+            logits = torch.where(coin[t, :k, None], 0.0, logits)
+        if t >= free:
+            if pen is not None:
+                logits = logits + (pen if inv is None or t == 0 else pen.index_select(0, inv))
+            else:
+                logits = sp.mask_logits_(logits.expand(k, -1).clone() if logits.shape[0] < k else logits, s)
+    return logits
+
+
+def _rebuild(sp, s0: torch.Tensor, packed: list, drawn: list):
+    """The padded trajectories from a compact rollout's packed rows and drawn actions:
+    states (T + 1, B, n) as the start plus the cumulative moves, actions (T, B) with -1
+    after the exit, and each drawn action's position in (T * B,)."""
+    T, B, dev = len(drawn), s0.shape[0], s0.device
+    counts = torch.tensor([d.shape[0] for d in drawn], device=dev)
+    pos = torch.cat(packed)[:, 0] + B * torch.repeat_interleave(torch.arange(T, device=dev), counts)  # (P,)
+    acts = torch.full((T * B,), -1, dtype=torch.long, device=dev)
+    acts[pos] = torch.cat(drawn)
+    acts = acts.view(T, B)
+    inc = sp.unit_pad.index_select(0, acts.view(-1) + 1).view(T, B, -1)  # (T, B, n): 0 for exit, -1
+    return torch.cat([s0[None], s0[None] + inc.cumsum(0)]), acts, pos

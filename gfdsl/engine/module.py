@@ -1,0 +1,169 @@
+"""GfnModel: the one compiled module of every spec. A GFlowNet is states, steps with a
+forward policy P_F and a backward policy P_B, and a target; its `space` is how the
+steps are rolled out -- a static chain of kernel steps (gfdsl.engine.chain) or a
+branching action space (gfdsl.engine.branching) -- and everything else is shared:
+
+  sample(n)            P_F from the source, scored                    -> Trajectory
+  infer(x, k)          P_B back from terminal states x, scored         -> Trajectory
+  log_probs(t)         (log P_F, log P_B) (T, B) along a trajectory
+  log_reward(x)        log R(x) of the target (None for a model of data alone)
+  log_Z                a learned log partition function, where an objective needs one
+  log_likelihood(x, k) log p(x) ~ logsumexp_k(log P_F(tau_k) - log P_B(tau_k|x)) - log k
+  loss(batch, step)    the spec's objective (gfdsl.engine.objectives)
+
+A posterior (a data set and a reward, `... then rtb`) also holds `prior_chain`: the
+forward kernels over a frozen copy of the nets, filled from the trained prior at the
+end of the prior stage (freeze_prior) or loaded from a run (`gfdsl run --prior RUN`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gfdsl.engine.objectives import Objective
+from gfdsl.engine.offpolicy import Replay
+from gfdsl.engine.trajectory import Trajectory
+
+
+class GfnModel(nn.Module):
+    def __init__(self, attrs: dict, nets: nn.ModuleDict, space: nn.Module, reward: nn.Module | None,
+                 data_shape: tuple[int, ...], data_dtype: str):
+        super().__init__()
+        self.spec = attrs  # plain data from the IR (name, objective, train, ...)
+        self.nets = nets  # first, so that shared nets are named nets.* in checkpoints
+        self.space = space
+        self.reward = reward
+        self.data_shape, self.data_dtype = tuple(data_shape), data_dtype
+        terms = {t["term"] for t in attrs["objective"] + attrs["prior_objective"]}
+        self.log_Z = nn.Parameter(torch.zeros(())) if terms & {"tb", "rtb"} else None
+        train = attrs["train"]
+        self.replay = None
+        self.exploration = (float(train["exploration"]), int(train["exploration_steps"]))
+        self.prior_nets = self.prior_chain = None
+        self.health_slots = _slots(space)
+        self.objective: Objective | None = None  # set by lowering
+
+    def with_replay(self, template: torch.Tensor) -> None:
+        train = self.spec["train"]
+        self.replay = Replay(int(train["replay"]), float(train["replay_fraction"]), template)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # -- the rollout API -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Trajectory:
+        """n trajectories of P_F from the source, with log P_F and log P_B (T, n)."""
+        t = self.space.forward(n, score=True)
+        t.log_pf, t.log_pb = self.space.log_probs(t)
+        return t
+
+    def infer(self, x: torch.Tensor, k: int = 1, rsample: bool = False) -> Trajectory:
+        """P_B from terminal states x (B, n), k trajectories per point (batch k * B,
+        trajectory-major: row r * B + b is the r-th trajectory of point b), scored."""
+        if hasattr(self.space, "plan"):
+            return self.space.backward(x, k, rsample)
+        t = self.space.backward(x.repeat(k, 1) if k > 1 else x)
+        t.log_pf, t.log_pb = self.space.log_probs(t)
+        return t
+
+    def log_probs(self, t: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.space.log_probs(t)
+
+    def log_reward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reward(x)
+
+    # -- likelihood and loss -------------------------------------------------------------------
+
+    @property
+    def exact(self) -> bool:
+        """Each data point has one trajectory (every backward kernel deterministic)."""
+        return getattr(self.space, "exact", False)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, k: int = 1, chunk: int = 4096) -> torch.Tensor:
+        """Per-example log p(x) (B,): exact where each x has one trajectory (k is then 1),
+        else the importance-weighted bound with k backward trajectories (Burda et al. 2016)."""
+        if self.exact:
+            k = 1
+        per = max(1, chunk // k)
+        out = []
+        for a in range(0, x.shape[0], per):
+            xb = x[a:a + per].to(self.device)
+            w = self.infer(xb, k).log_weight().view(k, -1)  # (k, b)
+            out.append(torch.logsumexp(w, 0) - math.log(k))
+        return torch.cat(out)
+
+    def loss(self, batch: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The spec's objective on a batch (data rows, or B empty rows for a reward):
+        (scalar loss, {term: value}) without syncing."""
+        return self.objective(self, batch, step)
+
+    # DistributedDataParallel calls forward(): it is the loss
+    forward = loss
+
+    # -- a posterior's prior ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def freeze_prior(self) -> None:
+        """The end of a posterior's prior stage: the frozen prior takes the trained nets."""
+        for name, net in self.prior_nets.items():
+            net.load_state_dict(self.nets[name].state_dict())
+
+    @torch.no_grad()
+    def exact_distribution(self) -> dict:
+        """An enumerable action space's exact terminating distribution against R / Z:
+        exact L1, total variation, KL, log Z (gfdsl.engine.branching.Branching.exact)."""
+        return self.space.exact(self.log_z_model(), self.reward)
+
+    @torch.no_grad()
+    def log_z_model(self) -> float | None:
+        """The model's own estimate of log Z, where its parametrisation has one: the
+        learned log Z, the state flow of the start (db, subtb), or the edge flows out of
+        the start of an action space (fm)."""
+        if self.log_Z is not None:
+            return float(self.log_Z)
+        flow = next((t["args"]["flow"] for t in self.spec["objective"] if "flow" in t["args"]), None)
+        s0 = self.space.forward(1).states[0]
+        if flow is not None:
+            net = self.nets[flow]
+            if hasattr(self.space, "plan"):  # the flow of the source state, at the first step's time
+                return float(net(s0.float(), torch.ones(1, device=s0.device))[0, 0])
+            return float(self.space.log_flow(s0, net)[0])
+        if any(t["term"] == "fm" for t in self.spec["objective"]):
+            sp = self.space.space
+            logits = self.nets[self.space.pf](sp.encode(s0))
+            return float(torch.logsumexp(logits.masked_fill(~sp.forward_mask(s0), float("-inf")), 1)[0])
+        return None
+
+
+def _slots(space) -> dict:
+    """Where Objective.health records each log-probability: the source's prior, P_F and
+    P_B of each step of a chain (one slot each for an action space), the target."""
+    if hasattr(space, "plan"):
+        T = len(space.plan.steps)
+        return {"prior": slice(0, 1), "pf": slice(1, 1 + T), "pb": slice(1 + T, 1 + 2 * T),
+                "target": slice(1 + 2 * T, 2 + 2 * T), "size": 2 + 2 * T}
+    return {"pf": slice(0, 1), "pb": slice(1, 2), "target": slice(2, 3), "size": 3}
+
+
+def param_groups(model: GfnModel, lr: float, lr_logz: float) -> list[dict]:
+    """Nets at the run's learning rate, log Z at lr_logz (Malkin et al. 2022 train log Z
+    about 100x faster than the policy)."""
+    rest = [p for n, p in model.named_parameters() if n != "log_Z" and p.requires_grad]
+    groups = [{"params": rest, "lr": lr}]
+    if model.log_Z is not None:
+        groups.append({"params": [model.log_Z], "lr": lr_logz})
+    return groups
+
+
+__all__ = ["GfnModel", "param_groups"]

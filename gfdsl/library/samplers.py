@@ -1,0 +1,60 @@
+"""Kernels of diffusion samplers (Zhang & Chen 2022, PIS; Sendera et al. 2024): a
+controlled SDE forward from a point, the pinned Brownian motion backward. Torch-free;
+gfdsl.runtime.samplers holds the modules."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gfdsl.library.kernels import FWD, BWD, _dtype, _net_sizes, _same_shape, _time
+from gfdsl.library.registry import REGISTRY, Args, Entry, KernelUse, NetRef, PosFloat, Problem
+
+
+class SdeArgs(Args):
+    """controlled_sde(net, sigma = 1.0, langevin = false): N(x + f(x, t) dt, sigma^2 dt I)
+    on t_k = k / T, f from the net (its last layer starts at zero: Brownian motion); with
+    langevin, f = net[:D] + net[D:] * grad log R(x) (the net outputs 2 D values)."""
+
+    net: NetRef
+    sigma: PosFloat = Field(default=1.0, le=1e4, description="diffusion coefficient: std of the Brownian motion at t = 1")
+    langevin: bool = Field(default=False, description="add a learned per-coordinate scale times grad log R(x)")
+
+
+def _sde_rule(use: KernelUse, a: SdeArgs) -> list[Problem]:
+    probs = _dtype(use, "controlled_sde", ("real",), "a real") + _same_shape(use, "controlled_sde")
+    if probs:
+        return probs
+    n = use.out.numel
+    out = 2 * n if a.langevin else n
+    why = f"for its drift of {use.out_name} ({use.out})" + (" and its Langevin scale" if a.langevin else "")
+    probs = _net_sizes(use, "controlled_sde", a.net, n + use.context_numel, out, why) + _time(use, "controlled_sde", a.net)
+    if a.langevin and not use.rewarded:
+        probs.append(Problem("E607", "langevin", dict(
+            message="langevin = true reads grad log R(x), but this model has no reward or energy",
+            hint="drop `langevin`, or declare an `energy = ...`")))
+    return probs
+
+
+class BridgeArgs(Args):
+    """brownian_bridge(sigma = 1.0): P_B(x_k | x_{k+1}) = N(x_{k+1} t_k / t_{k+1},
+    sigma^2 dt t_k / t_{k+1} I), the Brownian motion from 0 conditioned on its end."""
+
+    sigma: PosFloat = Field(default=1.0, le=1e4, description="diffusion coefficient, as the forward kernel's")
+
+
+def _bridge_rule(use: KernelUse, a: BridgeArgs) -> list[Problem]:
+    probs = _dtype(use, "brownian_bridge", ("real",), "a real") + _same_shape(use, "brownian_bridge")
+    p = use.source_point  # () when the source itself had an error (reported there)
+    if p is None or p and any(v != 0 for v in p):
+        what = "not a point" if p is None else "the point " + (f"{p[0]:g}" if len(set(p)) == 1 else str(list(p)))
+        probs.append(Problem("E607", None, dict(
+            message=f"brownian_bridge() is pinned at 0 at time 0, but the source is {what}",
+            hint="start the chain at `source x[0] = 0`")))
+    return probs
+
+
+K = "kernel"
+REGISTRY.add(Entry("controlled_sde", K, SdeArgs, "Euler-Maruyama step of a learned drift (diffusion sampler's P_F)",
+                   FWD, frozenset({"rsample"}), lambda a: True, _sde_rule))
+REGISTRY.add(Entry("brownian_bridge", K, BridgeArgs, "pinned Brownian motion from 0 (diffusion sampler's fixed P_B)",
+                   BWD, frozenset({"rsample"}), lambda a: False, _bridge_rule))

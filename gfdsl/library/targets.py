@@ -1,0 +1,123 @@
+"""Targets of balance training: rewards R(x) and energies E(x) (R = exp(-E)) of the
+terminal state. Each entry says which value types it reads (`types`, checked against the
+terminal state with its `rule`), and what it knows in closed form: `log_z` (the exact
+log partition function, for Delta log Z) and `samples` (whether it can draw exact
+samples, for the 2-Wasserstein distance and mode coverage). Torch-free; the run-time
+halves are in gfdsl.runtime.targets.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosFloat, PosInt, Problem, StateType
+
+R, E = "reward", "energy"
+
+
+# -- rewards -------------------------------------------------------------------------------
+
+
+class RewardArgs(Args):
+    log_min: float = Field(default=-100.0, description="log R(x) is clipped from below at this value")
+
+
+class HypergridArgs(RewardArgs):
+    """hypergrid(r0 = 0.1, r1 = 0.5, r2 = 2.0): Bengio et al. (2021), eq. in section 4.1:
+    with a_d = |s_d / (H - 1) - 0.5|, R(s) = r0 + r1 prod_d [0.25 < a_d]
+    + r2 prod_d [0.3 < a_d < 0.4]."""
+
+    r0: float = Field(default=0.1, ge=0)
+    r1: float = Field(default=0.5, ge=0)
+    r2: float = Field(default=2.0, ge=0)
+
+
+class ModesArgs(RewardArgs):
+    """hamming_modes(n = 8, beta = 3.0, seed = 0): n reference sequences drawn uniformly
+    from the seed; log R(x) = -beta * min_m d_H(x, m) / L (Malkin et al. 2022's bit-sequence
+    task; a missing position counts as a mismatch)."""
+
+    n: PosInt = Field(default=8, le=100_000)
+    beta: float = Field(default=3.0, ge=0)
+    seed: NonNegInt = 0
+
+
+class TableArgs(RewardArgs):
+    """table(file, log = false): R(x) read from a .npy file (path relative to the spec),
+    one entry per state in gfdsl's enumeration order (`gfdsl compile --dump ir` says it)."""
+
+    file: str = Field(min_length=1)
+    log: bool = False
+
+
+def _info(types: tuple[str, ...], need: str, rule=None, log_z=None, samples: bool = False) -> dict:
+    return {"types": types, "need": need, "rule": rule, "log_z": log_z, "samples": samples}
+
+
+REGISTRY.add(Entry("hypergrid", R, HypergridArgs, "hypergrid reward of Bengio et al. (2021): r0 + r1 outer ring + r2 band",
+                   info=_info(("int",), "integer vectors (int(lo, hi)[D])")))
+REGISTRY.add(Entry("hamming_modes", R, ModesArgs, "exp(-beta * Hamming distance to the nearest of n seeded modes / L)",
+                   info=_info(("seq", "set"), "sequences or sets")))
+REGISTRY.add(Entry("table", R, TableArgs, "a reward per state from a .npy file",
+                   info=_info(("int", "set", "seq"), "a discrete space (int, set or seq)")))
+
+
+# -- real-valued targets ----------------------------------------------------------------------
+
+
+class MixtureArgs(Args):
+    """gaussian_mixture(means, scales, weights = equal): E(x) = -log sum_k w_k N(x; mu_k,
+    s_k^2 I), normalised, so log Z = log sum_k w_k (0 for the default equal weights)."""
+
+    means: list[list[float]] = Field(min_length=1, max_length=10_000, description="component means, one list each")
+    scales: list[PosFloat] = Field(min_length=1, description="standard deviation of each component (or one for all)")
+    weights: list[PosFloat] | None = Field(default=None, description="unnormalised weights; default: equal, summing to 1")
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        k, d = len(self.means), len(self.means[0])
+        if d < 1 or any(len(m) != d for m in self.means):
+            raise ValueError("every mean needs the same positive number of coordinates")
+        if len(self.scales) not in (1, k):
+            raise ValueError(f"scales has {len(self.scales)} values; give one, or one per component ({k})")
+        if self.weights is not None and len(self.weights) != k:
+            raise ValueError(f"weights has {len(self.weights)} values, but there are {k} components")
+        return self
+
+
+def _mixture_rule(a: MixtureArgs, t: StateType) -> Problem | None:
+    d = len(a.means[0])
+    if t.numel == d:
+        return None
+    return Problem("E410", "means", dict(what="gaussian_mixture()", need=f"{d} coordinates (its means have {d})",
+                                         state="", type=str(t), hint=f"give means of {t.numel} coordinates"))
+
+
+def _mixture_log_z(a: MixtureArgs) -> float:
+    return 0.0 if a.weights is None else math.log(sum(a.weights))
+
+
+class LogisticArgs(Args):
+    """logistic(coord = 0, scale = 1, offset = 0): R(x) = sigmoid(scale * (x[coord] - offset)),
+    a soft half-space: it keeps the x with x[coord] above the offset (a posterior's tilt)."""
+
+    coord: NonNegInt = 0
+    scale: float = Field(default=1.0, ge=-1e4, le=1e4)
+    offset: float = 0.0
+
+
+def _logistic_rule(a: LogisticArgs, t: StateType) -> Problem | None:
+    if a.coord < t.numel:
+        return None
+    return Problem("E411", "coord", dict(arg="coord", value=a.coord, what="coordinates", state="", range=f"0..{t.numel - 1}",
+                                         hint=""))
+
+
+REGISTRY.add(Entry("gaussian_mixture", E, MixtureArgs, "mixture of isotropic Gaussians (exact log Z and samples)",
+                   info=_info(("real",), "real vectors", _mixture_rule, _mixture_log_z, samples=True)))
+REGISTRY.add(Entry("logistic", R, LogisticArgs, "sigmoid(scale * (x[coord] - offset)): a soft half-space",
+                   info=_info(("real",), "real vectors", _logistic_rule)))
+
+

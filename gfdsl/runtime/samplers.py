@@ -1,0 +1,100 @@
+"""Kernels of diffusion samplers: a controlled SDE forward and the pinned Brownian motion
+backward, on the time grid t_k = k / T of a chain x_0 -> x_1 -> ... -> x_T from a
+point source x_0 = 0 (Zhang & Chen 2022, PIS; Sendera et al. 2024, arXiv 2402.05098):
+
+  P_F(x_{k+1} | x_k) = N(x_k + f(x_k, t_k) dt, sigma^2 dt I),     dt = 1 / T
+  f = net(x, t)                         (plain)
+  f = net(x, t)[:D] + net(x, t)[D:] * clip(grad log R(x))   (Langevin parametrisation)
+  P_B(x_k | x_{k+1}) = N(x_{k+1} t_k / t_{k+1}, sigma^2 dt t_k / t_{k+1} I)
+
+P_B is the Brownian motion of diffusion coefficient sigma conditioned on its end point;
+at k = 0 it is the point mass at the source (t_0 = 0), log P_B = 0. With a zero drift
+(the net's last layer starts at zero) P_F is that Brownian motion: x_T ~ N(0, sigma^2 I).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from gfdsl.runtime.kernels import Kernel, _in, _t, diag_normal
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class ControlledSDE(Kernel):
+    """Euler-Maruyama step of dx = f(x, t) dt + sigma dW; with `grad_log_r` set (lowering
+    hands the target's gradient to Langevin-parametrised kernels) the net's second half
+    scales the clipped score."""
+
+    CLIP = 100.0  # grad log R is clipped to [-CLIP, CLIP] per coordinate (PIS, Sendera et al.)
+
+    def __init__(self, net: nn.Module, sigma: float, n_steps: int, langevin: bool, dim: int):
+        super().__init__()
+        self.net, self.sigma, self.dt, self.langevin, self.dim = net, sigma, 1.0 / n_steps, langevin, dim
+        self.grad_log_r = None  # set by lowering when langevin: x (B, D) -> grad log R(x) (B, D)
+        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)  # the drift starts at zero: P_F starts as Brownian motion
+        nn.init.zeros_(last.bias)
+
+    def drift(self, x, i, ctx=None) -> torch.Tensor:
+        out = self.net(_in(x, ctx), _t(i))
+        if not self.langevin:
+            return out
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            g = self.grad_log_r(xg)
+        g = torch.nan_to_num(g.detach()).clamp(-self.CLIP, self.CLIP)
+        return out[:, :self.dim] + out[:, self.dim:] * g
+
+    def dist(self, x, i, ctx=None) -> Distribution:
+        mu = x + self.drift(x, i, ctx) * self.dt
+        return diag_normal(mu, torch.full_like(mu, self.sigma * math.sqrt(self.dt)))
+
+    def exploration_scale(self, explore: float, i: torch.Tensor):
+        return explore * math.sqrt(self.dt)
+
+
+class BridgeNormal(Distribution):
+    """N(mu, scale^2 I) per row, or a point mass at mu where `point` (B,) is true (the
+    bridge's step into the source). log_prob (B,)."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, mu: torch.Tensor, scale: torch.Tensor, point: torch.Tensor):
+        self.mu, self.scale, self.point = mu, scale, point
+        super().__init__(mu.shape[:1], validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.mu + self.scale * torch.randn_like(self.mu)  # scale is 0 on point rows
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            return self.rsample()
+
+    def log_prob(self, value):
+        safe = torch.where(self.point[:, None], 1.0, self.scale)
+        z = (value - self.mu) / safe
+        lp = -0.5 * (z * z).sum(1) - safe.log().sum(1) - 0.5 * LOG_2PI * value.shape[1]
+        return torch.where(self.point, 0.0, lp)
+
+
+class BrownianBridge(Kernel):
+    """P_B of the pinned Brownian motion (fixed): reads x_{k+1}, gives x_k."""
+
+    learned = False
+
+    def __init__(self, sigma: float, n_steps: int):
+        super().__init__()
+        self.sigma, self.T = sigma, n_steps
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+
+    def dist(self, x, i, ctx=None) -> Distribution:
+        k = i.to(x.dtype)[:, None]  # (B, 1): the step x_k -> x_{k+1}
+        ratio = k / (k + 1)  # t_k / t_{k+1}
+        scale = self.sigma * (ratio / self.T).sqrt()
+        return BridgeNormal(x * ratio, scale.expand_as(x), i == 0)
