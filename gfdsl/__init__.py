@@ -2,8 +2,9 @@
 
 Every model here is a GFlowNet on a graded DAG (Zhang, Chen, Malkin & Bengio, "Unifying
 Generative Models with GFlowNets and Beyond", arXiv:2209.02606). A `.gfn` spec is parsed
-(gfdsl.parse), checked (gfdsl.check), built into a networkx DAG IR (gfdsl.ir) and drawn
-(gfdsl.render). Importing gfdsl does not import torch.
+(gfdsl.lang.parse), checked (gfdsl.lang.check), built into a networkx DAG IR (gfdsl.ir)
+and drawn (gfdsl.ir.render), lowered to one PyTorch module (gfdsl.compile, gfdsl.engine).
+Importing gfdsl does not import torch.
 """
 
 from gfdsl import ir  # noqa: F401

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nproc", type=_pos_int, default=1,
                    help="train with N processes (DistributedDataParallel via torchrun; gloo on CPU, NCCL on CUDA)")
     c.add_argument("--out", metavar="DIR", help="run directory (default runs/<spec name>); must be new or empty")
+    c.add_argument("--prior", metavar="RUN",
+                   help="a posterior (`... then rtb`): load its frozen prior from this finished run, skipping the "
+                        "prior stage")
+    c.add_argument("--prior-steps", type=_nonneg_int, help="a posterior: steps of its prior stage (default: the spec's)")
     c.add_argument("--eval-k", type=_pos_int, help="backward trajectories per test point for the likelihood")
     c.add_argument("--eval-n", type=_pos_int, default=2000, help="test points evaluated (default 2000)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -253,9 +257,10 @@ def cmd_run(a) -> int:
 
     if bool(a.spec) == bool(a.resume):
         raise _Usage("gfdsl: error: give either SPEC or --resume RUN")
-    if a.resume and (a.set or a.steps or a.batch or a.lr or a.seed is not None or a.out or a.compile or a.amp):
-        raise _Usage("gfdsl: error: --resume continues a run as it was started; "
-                     "--set, --steps, --batch, --lr, --seed, --out and --compile cannot change it")
+    if a.resume and (a.set or a.steps or a.batch or a.lr or a.seed is not None or a.out or a.compile or a.amp
+                     or a.prior or a.prior_steps is not None):
+        raise _Usage("gfdsl: error: --resume continues a run as it was started; --set, --steps, --batch, --lr, "
+                     "--seed, --out, --compile, --amp, --prior and --prior-steps cannot change it")
     if a.nproc > 1 and not os.environ.get("WORLD_SIZE"):
         from gfdsl.engine.distributed import launch
 
@@ -267,7 +272,8 @@ def cmd_run(a) -> int:
             argv = [x for x in argv if not x.startswith("--nproc=")]
         return launch(argv, a.nproc)
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
-                      compile=a.compile, amp=a.amp, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n,
+                      compile=a.compile, amp=a.amp, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n, prior=a.prior,
+                      prior_steps=a.prior_steps,
                       progress=not a.no_progress and sys.stderr.isatty())
     try:
         s = train(a.spec, opts, _overrides(a.set), resume=a.resume)

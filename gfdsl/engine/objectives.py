@@ -26,7 +26,7 @@ Posterior (a frozen data-trained prior, Venkatraman et al. 2024, arXiv 2405.2097
 
 Values stay on the device: no host sync. Each call records which log-probabilities were
 finite in `health` (slots: the prior, P_F and P_B of each step, the target), read by the
-trainer only when a step went wrong.
+training loop only when a step went wrong.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Objective:
         for _coef, name, args, span in terms:
             if name == "elbo" and args["weighting"] == "simple":
                 self.simple = _simple_parts(model, span, source)
-        self.total_steps = 1  # set by the trainer (ipf needs its round length)
+        self.total_steps = 1  # set by the training loop (ipf needs its round length)
         self.rounds = next((a["rounds"] for _, n, a, _ in terms if n == "ipf"), 1)
         self.k = max([a["k"] for _, n, a, _ in terms if n == "tbc"], default=1)
         # flow matching reads edge flows, not log P_F / log P_B of the actions taken
@@ -59,7 +59,7 @@ class Objective:
 
     @property
     def round_length(self) -> int:
-        """Steps per IPF round (the whole run without ipf); the trainer's cosine decay
+        """Steps per IPF round (the whole run without ipf); the training loop's cosine decay
         restarts on the same boundaries."""
         return max(1, self.total_steps // self.rounds)
 
@@ -192,7 +192,8 @@ def tbc(t, args: dict, n: int) -> torch.Tensor:
 def trajectory_balance(t, log_Z: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
     """Malkin et al. (2022), eq. 14: mean_b (log Z + log P_F(tau_b) - log R(x_b) - log P_B(tau_b|x_b))^2,
     the source's prior counted in log P_F."""
-    return (log_Z + t.log_weight() - log_r).pow(2).mean()
+    z = log_Z + t.log_pf.sum(0) - log_r - t.log_pb.sum(0)
+    return (z if t.log_prior is None else z + t.log_prior).pow(2).mean()
 
 
 def vargrad(t, log_r: torch.Tensor) -> torch.Tensor:

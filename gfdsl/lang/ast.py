@@ -1,6 +1,6 @@
 """The abstract syntax tree of a `.gfn` spec: frozen dataclasses, each with a `Span`.
 
-The parser (gfdsl.parse) builds it; the checker (gfdsl.check) reads it; `fmt` prints it
+The parser (gfdsl.lang.parse) builds it; the checker (gfdsl.lang.check) reads it; `fmt` prints it
 back canonically. `dump()` gives the deterministic text behind `gfdsl compile --dump ast`.
 """
 

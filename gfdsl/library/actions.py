@@ -9,7 +9,7 @@ The action notation declares one state over a bounded discrete space:
 
 Actions are declared once, each as one of a closed set of moves whose inverse gfdsl
 knows, so the forward mask, the backward step and the backward mask all follow from the
-one declaration (gfdsl.runtime.discrete derives them):
+one declaration (gfdsl.runtime.spaces derives them):
 
   increment(coord)   int: s[coord] += 1      allowed while s[coord] < hi; undone by -1
   add(item)          set: s |= {item}        allowed while item not in s

@@ -114,7 +114,7 @@ REGISTRY = Registry()
 # -- what rules see -----------------------------------------------------------------------
 
 VALUE_TYPES = {"real": 0, "binary": 0, "cat": 1,  # type name -> number of parameters
-               # discrete spaces of reward-driven models (gfdsl.library.discrete)
+               # discrete spaces of the action notation (gfdsl.library.actions)
                "int": 2, "set": 0, "seq": 1}
 DISCRETE_TYPES = ("int", "set", "seq")
 

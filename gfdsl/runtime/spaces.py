@@ -1,4 +1,4 @@
-"""Discrete spaces and rewards of reward-driven GFlowNets, vectorised over a batch.
+"""Discrete spaces grown by actions, vectorised over a batch, and their exact evaluation.
 
 `Space` is compiled from the spec's action declarations (gfdsl.library.actions). Every
 move is one of a closed set whose inverse is known, so the forward mask, the step, the

@@ -70,8 +70,12 @@ class Checker(Declarations, Steps, Actions, Targets, Objectives, Rules, Base):
             k = SINGLETONS.get(type(it))
             if k is None:
                 continue
-            if k in found:
-                self.error("E207", it.span, name="reward` or `energy" if k == "reward" else k)
+            if k in found and k == "reward":
+                first = found[k]
+                self.error("E205", it.span, message=f"the model already has a target {first.form} (line "
+                           f"{first.span.line}); a model has one reward or energy", hint="keep one of them")
+            elif k in found:
+                self.error("E207", it.span, name=k)
             else:
                 found[k] = it
         return found
