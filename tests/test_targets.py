@@ -209,7 +209,13 @@ def test_posterior_stages_and_a_prior_loaded_from_a_run(tmp_path):
     train(str(other), RunOptions(out=str(tmp_path / "other"), progress=False))
     with pytest.raises(GfdslError) as e:
         train(str(spec), RunOptions(out=str(tmp_path / "c"), progress=False, prior=str(tmp_path / "other")))
-    assert "E803" in e.value.render() and "shape" in e.value.render()
+    assert "E803" in e.value.render() and "net eps differs" in e.value.render()
+    sched = tmp_path / "sched.gfn"  # the same nets, another noise schedule: not this prior either
+    sched.write_text(prior_spec.read_text().replace("end = 0.2", "end = 0.1"))
+    train(str(sched), RunOptions(out=str(tmp_path / "sched"), progress=False))
+    with pytest.raises(GfdslError) as e:
+        train(str(spec), RunOptions(out=str(tmp_path / "e"), progress=False, prior=str(tmp_path / "sched")))
+    assert "E803" in e.value.render() and "schedule beta differs" in e.value.render()
     no_stage = tmp_path / "n.gfn"
     no_stage.write_text(POSTERIOR.replace("prior_steps = 4  ", ""))
     with pytest.raises(GfdslError) as e:
@@ -287,3 +293,22 @@ def test_non_finite_energy_stops_the_run_naming_it_and_keeps_the_checkpoint(tmp_
     assert "last good checkpoint (step 6)" in msg
     _, meta = read_checkpoint(tmp_path / "run" / CKPT)
     assert meta["step"] == "6"
+
+
+def test_posterior_draws_a_share_of_its_batch_back_from_data():
+    """data_fraction: that share of an rtb batch is P_B's trajectories from the batch's
+    data points (they end exactly there), the rest the posterior's own; the loss is
+    finite and reaches the posterior's nets and log Z."""
+    from gfdsl.engine import offpolicy
+
+    torch.manual_seed(0)
+    c = check_source(POSTERIOR.replace("batch = 16 }", "batch = 16  data_fraction = 0.25 }"))
+    m = lower(c.graph, c.source)
+    m.freeze_prior()
+    x = torch.randn(16, 2)
+    t = offpolicy.draw(m, 16, 10, score=True, data=x)
+    assert t.log_pf is None and torch.equal(t.terminal[12:], x[:4])
+    loss, _ = m.loss(x, step=10)
+    loss.backward()
+    assert torch.isfinite(loss) and m.log_Z.grad is not None
+    assert all(p.grad is not None for p in m.nets.parameters())

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 import gfdsl.runtime  # noqa: F401  (switches off distribution validation)
-from gfdsl import ir
 from gfdsl.engine.branching import Branching
 from gfdsl.engine.chain import Chain, Plan, PlanStep
 from gfdsl.engine.module import GfnModel
@@ -81,14 +80,14 @@ def _grad_log_r(reward):
 
 
 def chain(g: nx.DiGraph) -> list[str]:
-    """States from source to the terminal state along step edges (validate() guarantees
-    one parent each)."""
-    steps = ir.steps_view(g)
-    order = [g.graph["source"]]
-    while order[-1] != g.graph["data"]:
-        nxt = [b for b in steps.successors(order[-1]) if g.graph["data"] == b or nx.has_path(steps, b, g.graph["data"])]
-        order.append(nxt[0])
-    return order
+    """States from source to the terminal state along step edges: walked back from the
+    terminal state through each state's one parent (validate() guarantees one), in
+    linear time."""
+    parent = {b: a for a, b, d in g.edges(data=True) if d["kind"] == "step"}
+    order = [g.graph["data"]]
+    while order[-1] != g.graph["source"]:
+        order.append(parent[order[-1]])
+    return order[::-1]
 
 
 def _numel(node: dict) -> int:
@@ -105,20 +104,30 @@ def _chain(g: nx.DiGraph, nets: nn.ModuleDict, spec_dir, source) -> Chain:
     order = chain(g)
     n_data = _numel(nodes[G["data"]])
     kernels = nn.ModuleDict()
+    uses = _first_uses(g)
     for kid, k in G["kernels"].items():
         if k["role"] == "prior" or k["entry"] == "inverse":
             continue
-        kernels[_key(kid)] = _kernel_of(g, kid, k, nets, schedules, n_data)
+        kernels[_key(kid)] = _kernel_of(g, uses[kid], k, nets, schedules, n_data)
     plan = _plan(g, order)
     _decoders(plan, kernels, G, source)
     _sde_times(plan, kernels, G, source)
     return Chain(plan, kernels, schedules, _source(g, spec_dir))
 
 
-def _kernel_of(g, kid: str, k: dict, nets, schedules, n_data: int) -> nn.Module:
-    # the state this kernel produces, and its step's number of bindings: from any edge using it
-    a, b, d = next((a, b, d) for a, b, d in g.edges(data=True)
-                   if d["kind"] == "step" and kid in (d.get("forward"), d.get("backward")))
+def _first_uses(g: nx.DiGraph) -> dict[str, tuple]:
+    """kernel id -> the first step edge (a, b, attrs) that uses it, in one pass."""
+    out: dict[str, tuple] = {}
+    for a, b, d in g.edges(data=True):
+        if d["kind"] == "step":
+            for kid in (d["forward"], d["backward"]):
+                out.setdefault(kid, (a, b, d))
+    return out
+
+
+def _kernel_of(g, use: tuple, k: dict, nets, schedules, n_data: int) -> nn.Module:
+    # the state this kernel produces, and its step's number of bindings: from an edge using it
+    a, b, d = use
     out = g.nodes[b if k["role"] == "forward" else a]
     T = g.graph["transitions"][d["transition"]]
     n_steps = T["hi"] - T["lo"] + 1 if T["var"] else 1
@@ -239,7 +248,8 @@ def _prior(g: nx.DiGraph, space: Chain) -> tuple[nn.ModuleDict, Chain]:
     prior_nets = nn.ModuleDict({n: N.build(G["nets"][n.replace(":", ".")]["entry"],
                                            G["nets"][n.replace(":", ".")]["args"]) for n in sorted(used)})
     n_data = _numel(g.nodes[G["data"]])
-    kernels = nn.ModuleDict({_key(kid): _kernel_of(g, kid, k, prior_nets, space.schedules, n_data)
+    uses = _first_uses(g)
+    kernels = nn.ModuleDict({_key(kid): _kernel_of(g, uses[kid], k, prior_nets, space.schedules, n_data)
                              for kid, k in fwd.items()})
     for p in prior_nets.parameters():
         p.requires_grad_(False)

@@ -129,7 +129,7 @@ def _build(su: Setup, device: torch.device) -> Run:
     model.objective.total_steps = su.steps
     model.objective.prior_steps = su.prior_steps
     if su.prior_run and not su.resume:
-        load_prior(model, su.prior_run)
+        load_prior(model, su.c, su.prior_run)
     s = su.c.graph.graph["train"]
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[s["optimizer"]]

@@ -42,6 +42,7 @@ class GfnModel(nn.Module):
         train = attrs["train"]
         self.replay = None
         self.exploration = (float(train["exploration"]), int(train["exploration_steps"]))
+        self.data_fraction = float(train["data_fraction"])  # a posterior: batch share drawn back from data
         self.prior_nets = self.prior_chain = None
         self.health_slots = _slots(space)
         self.objective: Objective | None = None  # set by lowering

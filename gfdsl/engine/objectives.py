@@ -75,7 +75,7 @@ class Objective:
         self.health = torch.ones(self.slots["size"], dtype=torch.bool, device=x.device)
         for coef, name, args, _ in self.stages[self.stage(step)]:
             v = (self._data(model, name, args, x, step, shared) if name in DATA else
-                 _rtb(self, model, x.shape[0], step) if name == "rtb" else
+                 _rtb(self, model, x, step) if name == "rtb" else
                  self._balance(model, name, args, x.shape[0], step, shared))
             vals[name] = v.detach()
             total = total + coef * v
@@ -246,11 +246,12 @@ def _reverse_kl(obj, model, B):
     return reverse_kl(t, log_r)
 
 
-def _rtb(obj, model, B, step):
-    """rtb on trajectories of the posterior P_F (drawn by the behaviour policy, scored
-    under P_F with the parameters' graph), against the frozen prior's P_F of the same
-    steps and the reward. The source's prior cancels."""
-    t = offpolicy.draw(model, B, step, score=True)
+def _rtb(obj, model, x, step):
+    """rtb on trajectories of the posterior P_F (drawn by the behaviour policy, or back
+    from data points, scored under P_F with the parameters' graph), against the frozen
+    prior's P_F of the same steps and the reward. The source's prior cancels."""
+    B = x.shape[0]
+    t = offpolicy.draw(model, B, step, score=True, data=x)
     lpf = t.log_pf if t.log_pf is not None else model.space.log_probs(t)[0]
     with torch.no_grad():
         lpf_prior = model.prior_chain.forward_log_probs(t.states, B, {})

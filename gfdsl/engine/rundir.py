@@ -160,16 +160,48 @@ def load_model(run: Path, device: str = "cpu"):
     return c, model.to(resolve_device(device)), int(meta.get("step", 0))
 
 
-def load_prior(model, run: str) -> None:
+def load_prior(model, c: Compiled, run: str) -> None:
     """A posterior's frozen prior (and the posterior's start) from a data-trained run:
-    every net of the run's checkpoint, which must match this model's nets."""
-    path = Path(run) / CKPT
-    if not path.is_file():
-        raise GfdslError([diag("E803", None, None, path=str(run), why=f"it holds no {CKPT}",
+    the run's model must be this posterior's prior -- the same forward kernels, nets,
+    schedules and data state -- and its checkpoint's nets are loaded."""
+    path, spec = Path(run) / CKPT, Path(run) / "spec.gfn"
+    if not path.is_file() or not spec.is_file():
+        raise GfdslError([diag("E803", None, None, path=str(run), why=f"it holds no spec.gfn and {CKPT}",
                                hint="--prior takes the folder of a finished `gfdsl run` of the prior")])
+    info = json.loads((Path(run) / "run.json").read_text()) if (Path(run) / "run.json").is_file() else {}
+    other = check_file(spec, info.get("overrides") or {}).graph.graph
+    diff = _prior_difference(c.graph.graph, other)
+    if diff:
+        raise GfdslError([diag("E803", None, None, path=str(run), why=f"its model is not this posterior's prior: {diff}",
+                               hint="pass a run of the prior's own spec (the same steps, nets and schedules)")])
     tensors, _ = read_checkpoint(path)
     restore_model(model, tensors, prefix="nets.")
     model.freeze_prior()
+
+
+def _prior_difference(G: dict, other: dict) -> str | None:
+    """What differs between a posterior's forward kernels (and what they read: nets,
+    schedules, the data state) and a prior run's, or None."""
+    def fwd(g):
+        return {k: (v["entry"], v["args"]) for k, v in g["kernels"].items() if v["role"] in ("forward", "prior")}
+
+    mine, theirs = fwd(G), fwd(other)
+    for k in sorted(set(mine) | set(theirs)):
+        if mine.get(k) != theirs.get(k):
+            return f"kernel {k} is {theirs.get(k, ('none',))[0]}() there, {mine.get(k, ('none',))[0]}() here" \
+                if (mine.get(k) or ("",))[0] != (theirs.get(k) or ("",))[0] else f"kernel {k}'s arguments differ"
+    for what in ("nets", "schedules"):
+        for n in sorted(set(G[what]) | set(other[what])):
+            a, b = G[what].get(n), other[what].get(n)
+            if (a and (a["entry"], a["args"])) != (b and (b["entry"], b["args"])):
+                return f"{what[:-1]} {n} differs ({_call_text(b)} there, {_call_text(a)} here)"
+    return None
+
+
+def _call_text(c: dict | None) -> str:
+    if c is None:
+        return "none"
+    return c["entry"] + "(" + ", ".join(f"{k} = {v}" for k, v in sorted(c["args"].items())) + ")"
 
 
 def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int = 0) -> str:

@@ -103,14 +103,22 @@ def steps_view(g: nx.DiGraph) -> nx.DiGraph:
     return nx.subgraph_view(g, filter_edge=lambda a, b: g.edges[a, b]["kind"] in ("step", "exit"))
 
 
-def acyclic_view(g: nx.DiGraph) -> nx.DiGraph:
-    """Everything but the `move` self-loop of an action space, which is acyclic by
-    construction (gfdsl.lang.check.actions: every move raises a level)."""
-    return nx.subgraph_view(g, filter_edge=lambda a, b: g.edges[a, b]["kind"] != "move")
+def _graph_of(g: nx.DiGraph, kinds: tuple[str, ...]) -> nx.DiGraph:
+    """A plain DiGraph of g's edges of these kinds (every node kept): built once in
+    linear time, so that the checks below touch each edge a constant number of times
+    (a filtered view calls a Python predicate on every edge at every access)."""
+    h = nx.DiGraph()
+    h.add_nodes_from(g.nodes)
+    h.add_edges_from((a, b) for a, b, d in g.edges(data=True) if d["kind"] in kinds)
+    return h
 
 
 def validate(g: nx.DiGraph, source) -> None:
-    """Structural checks on the unrolled DAG; raises GfdslError with every problem."""
+    """Structural checks on the unrolled DAG; raises GfdslError with every problem.
+    Linear in the number of states and edges: one topological sort for acyclicity (a
+    cycle is looked for only when there is one, from a node of a strongly connected
+    component), one search each way for reachability, ancestor tests by DFS intervals
+    on the forest of steps (every state has one parent, checked first)."""
     diags = []
 
     def err(code, span, **kw):
@@ -119,44 +127,78 @@ def validate(g: nx.DiGraph, source) -> None:
     for a, b, d in g.edges(data=True):
         if d.get("also"):
             err("E504", d["span"], state=b, hint=f"{a} -> {b} is declared by more than one step")
-    try:
-        cycle = nx.find_cycle(acyclic_view(g))
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
+    # the move self-loop of an action space is acyclic by construction (every move raises a level)
+    cyc = _graph_of(g, ("step", "exit", "context"))
+    if not nx.is_directed_acyclic_graph(cyc):
+        cycle = _a_cycle(cyc)
         path = " -> ".join([cycle[0][0]] + [v for _, v in cycle])
         err("E501", g.edges[cycle[0][0], cycle[0][1]]["span"], cycle=path)
         raise GfdslError(diags)
-    steps = steps_view(g)
+    steps = _graph_of(g, ("step", "exit"))
     src, data = g.graph["source"], g.graph["data"]
+    one_parent = True
     for n in g.nodes:
-        ins = [a for a in steps.predecessors(n)]
+        ins = list(steps.predecessors(n))
         if n == src and ins:
             err("E507", g.edges[ins[0], n]["span"], message=f"the source {n} is entered by a step",
                 hint="the source is where every forward trajectory starts; no step may lead into it")
         elif len(ins) > 1:
+            one_parent = False
             err("E504", g.edges[ins[1], n]["span"], state=n,
                 hint=f"it is entered from {' and '.join(sorted(ins))}; each state needs exactly one parent here")
-    if data is not None and any(True for _ in steps.successors(data)):
+    if data is not None and steps.out_degree(data):
         out = next(iter(steps.successors(data)))
         err("E507", g.edges[data, out]["span"], message=f"the data state {data} has a step leading out of it",
             hint="the data state is where forward trajectories end; remove the step or move `data`")
     if src is not None and data is not None:
-        if not nx.has_path(steps, src, data):
+        below = nx.descendants(steps, src)
+        if data not in below:
             err("E502", g.nodes[data]["span"], data=data, start=src)
         else:
-            on_path = nx.descendants(steps, src) & nx.ancestors(steps, data) | {src, data}
-            for n in sorted(set(g.nodes) - on_path, key=_order_key(g)):
+            on_path = below & nx.ancestors(steps, data) | {src, data}
+            off = [n for n in g.nodes if n not in on_path]
+            if off:  # one is enough: the rest of an unconnected family says the same
+                n = min(off, key=_order_key(g))
                 err("E505", g.nodes[n]["span"], state=n)
-                break  # one is enough: the rest of an unconnected family says the same
-    for a, b, d in g.edges(data=True):
-        if d["kind"] != "context":
-            continue
-        parent = next((p for p in steps.predecessors(b)), None)
-        if parent is None or not (a == parent or a in nx.ancestors(steps, parent)):
-            err("E506", d["span"], ctx=a, state=b)
+    if one_parent:
+        _contexts(g, steps, err)
     if diags:
         raise GfdslError(diags)
+
+
+def _a_cycle(h: nx.DiGraph) -> list:
+    """One cycle of a graph known to have one, found from a node of a non-trivial strongly
+    connected component (networkx's find_cycle without a start is quadratic on chains)."""
+    for comp in nx.strongly_connected_components(h):
+        n = next(iter(comp))
+        if len(comp) > 1 or h.has_edge(n, n):
+            return nx.find_cycle(h, source=n)
+    raise AssertionError("no cycle")
+
+
+def _contexts(g: nx.DiGraph, steps: nx.DiGraph, err) -> None:
+    """E506 unless every context edge a -> b comes from b's parent or one of its
+    ancestors: O(1) per edge by entry/exit times of one iterative DFS of the forest."""
+    ctx = [(a, b, d) for a, b, d in g.edges(data=True) if d["kind"] == "context"]
+    if not ctx:
+        return
+    tin, tout, clock = {}, {}, 0
+    for root in (n for n in steps.nodes if steps.in_degree(n) == 0):
+        stack = [(root, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                tout[n] = clock
+                clock += 1
+                continue
+            tin[n] = clock
+            clock += 1
+            stack.append((n, True))
+            stack.extend((c, False) for c in steps.successors(n))
+    for a, b, d in ctx:
+        parent = next(iter(steps.predecessors(b)), None)
+        if parent is None or not (tin[a] <= tin[parent] and tout[parent] <= tout[a]):
+            err("E506", d["span"], ctx=a, state=b)
 
 
 def _order_key(g):

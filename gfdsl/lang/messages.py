@@ -21,6 +21,7 @@ from gfdsl.errors import Diagnostic, GfdslError, diag, did_you_mean
 from gfdsl.lang.source import Source, Span
 
 MAX_DEPTH = 64  # brackets or operators nested deeper than this are refused (E106)
+MAX_TOKENS = 100_000  # a spec longer than this is refused before parsing (E407): parsing is ~30 us a token
 OPEN = {"(": ")", "[": "]", "{": "}"}
 CLOSE = {v: k for k, v in OPEN.items()}
 TERMINAL_WORDS = {
@@ -45,7 +46,11 @@ def precheck(source: Source, p: Lark) -> None:
 
     stack: list[tuple[str, Span]] = []
     try:
-        for tok in _tokens(source, p):
+        for n, tok in enumerate(_tokens(source, p)):
+            if n == MAX_TOKENS:
+                raise GfdslError([diag("E407", source, _tok_span(tok), what="the spec's length",
+                                       value=f"more than {MAX_TOKENS:,} tokens", limit=f"{MAX_TOKENS:,}",
+                                       hint="specs are short; generate a table into a data file instead")])
             ch = str(tok)
             if ch in OPEN:
                 stack.append((ch, _tok_span(tok)))

@@ -44,10 +44,12 @@ class TrainSettings(Args):
     # -- a posterior's first stage (the prior, trained from the data set) --
     prior_steps: NonNegInt = Field(default=0, le=100_000_000, description="steps of the prior stage (`... then rtb`)")
     prior_lr: PosFloat | None = Field(default=None, le=10.0, description="learning rate of the prior stage (default lr)")
+    data_fraction: float = Field(default=0.0, ge=0, lt=1, description=(
+        "a posterior: share of each rtb batch drawn backward by P_B from data points (off-policy)"))
 
 
 # setting -> what the model needs for it to mean anything (checked by gfdsl.lang.check)
 NEEDS = {"lr_logz": "reward", "replay": "reward", "replay_fraction": "reward", "eval_every": "reward",
          "epsilon": "actions", "temperature": "actions", "exploration": "reward chain",
          "exploration_steps": "reward chain",
-         "prior_steps": "posterior", "prior_lr": "posterior"}
+         "prior_steps": "posterior", "prior_lr": "posterior", "data_fraction": "posterior"}

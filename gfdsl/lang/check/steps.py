@@ -172,11 +172,12 @@ class Steps:
         nodes = self.out.nodes
         inp, out = (src, dst) if direction == "forward" else (dst, src)
         prior = self.out.kernels.get("prior")
+        if getattr(self, "_facts", None) is None:  # once: the nets and schedules are all declared by now
+            self._facts = ({n: v["facts"] for n, v in self.out.nets.items()},
+                           {n: v["length"] for n, v in self.out.schedules.items()})
         use = KernelUse(direction, nodes[inp].type, nodes[out].type, inp, out,
                         sum(nodes[c].type.numel for c in ctx) if direction == "forward" else 0,
-                        {n: v["facts"] for n, v in self.out.nets.items()},
-                        {n: v["length"] for n, v in self.out.schedules.items()},
-                        n_steps, nodes[self.out.data_node].type if self.out.data_node else None,
+                        *self._facts, n_steps, nodes[self.out.data_node].type if self.out.data_node else None,
                         tuple(prior.args["value"]) if prior is not None and prior.entry == "point" else
                         () if getattr(self, "_source_bad", False) else None,
                         self._rewarded)
