@@ -56,6 +56,7 @@ class Objective:
         self.scores = {n for _, n, _, _ in self.stages[-1]} != {"fm"}
         self.slots = model.health_slots
         self.health = torch.ones(self.slots["size"], dtype=torch.bool)
+        self._ok: dict[str, torch.Tensor] = {}
 
     @property
     def round_length(self) -> int:
@@ -69,16 +70,18 @@ class Objective:
 
     def __call__(self, model, x: torch.Tensor, step: int):
         """(loss, {term: value}) on a batch (data rows, or B empty rows for a reward)."""
-        total = torch.zeros((), device=x.device)
+        total = None
         vals: dict[str, torch.Tensor] = {}
         shared: dict = {}  # rollouts shared by the terms that agree on what they need
-        self.health = torch.ones(self.slots["size"], dtype=torch.bool, device=x.device)
+        self._ok: dict[str, torch.Tensor] = {}
         for coef, name, args, _ in self.stages[self.stage(step)]:
             v = (self._data(model, name, args, x, step, shared) if name in DATA else
                  _rtb(self, model, x, step) if name == "rtb" else
                  self._balance(model, name, args, x.shape[0], step, shared))
             vals[name] = v.detach()
-            total = total + coef * v
+            v = v if coef == 1.0 else coef * v
+            total = v if total is None else total + v
+        self.health = self._health(x.device)
         return total, vals
 
     # -- data terms ---------------------------------------------------------------------------
@@ -111,7 +114,7 @@ class Objective:
         xt = s.sqrt_abar[i][:, None] * x0 + s.sqrt_1m_abar[i][:, None] * eps
         out = fk.eps_pred(xt, i)
         # every step shares the denoiser: its health stands for all forward entries
-        self.health[self.slots["pf"]] &= torch.isfinite(out).all()
+        self._mark("pf", torch.isfinite(out).all())
         target = eps if fk.param == "eps" else x0
         return ((out - target) ** 2).mean()
 
@@ -143,7 +146,7 @@ class Objective:
         t, lpf, lpb, log_r = shared["balance"]
         if name == "fm":
             v, ok = model.space.flow_matching(t, log_r)
-            self.health[self.slots["pf"]] &= ok
+            self._mark("pf", ok)
             return v
         t.log_pf, t.log_pb = lpf, lpb
         if name in ("db", "subtb"):
@@ -154,14 +157,34 @@ class Objective:
         return vargrad(t, log_r)
 
     def check(self, lpf=None, lpb=None, log_prior=None, log_r=None) -> None:
-        """Record which log-probabilities were finite (device-side; read only on failure)."""
+        """Record which log-probabilities were finite (device-side; read only on failure):
+        per step where a slot has one entry per step, else over the whole tensor."""
         for key, v in (("pf", lpf), ("pb", lpb), ("prior", log_prior), ("target", log_r)):
             sl = self.slots.get(key)
             if v is None or sl is None:
                 continue
             ok = v.isfinite()
-            ok = ok.all(1) if ok.dim() == 2 and sl.stop - sl.start == ok.shape[0] else ok.all()[None]
-            self.health[sl] &= ok
+            self._mark(key, ok.all(1) if ok.dim() == 2 and sl.stop - sl.start == ok.shape[0] else ok.all())
+
+    def _mark(self, key: str, ok: torch.Tensor) -> None:
+        self._ok[key] = ok if key not in self._ok else self._ok[key] & ok
+
+    def _health(self, device) -> torch.Tensor:
+        """The health vector (slots["size"],) bool from what this call marked (True
+        where nothing was read): one stack or cat, no indexed writes."""
+        parts = []
+        for key in ("prior", "pf", "pb", "target"):
+            sl = self.slots.get(key)
+            if sl is None:
+                continue
+            n = sl.stop - sl.start
+            ok = self._ok.get(key)
+            parts.append(torch.ones((), dtype=torch.bool, device=device) if ok is None else ok)
+            if n > 1 and parts[-1].dim() == 0:
+                parts[-1] = parts[-1].expand(n)
+        if all(p.dim() == 0 for p in parts):
+            return torch.stack(parts)
+        return torch.cat([p if p.dim() else p[None] for p in parts])
 
 
 # -- the terms, as pure functions of trajectories (tested against hand computations) --------------

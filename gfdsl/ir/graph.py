@@ -169,11 +169,10 @@ def validate(g: nx.DiGraph, source) -> None:
 def _a_cycle(h: nx.DiGraph) -> list:
     """One cycle of a graph known to have one, found from a node of a non-trivial strongly
     connected component (networkx's find_cycle without a start is quadratic on chains)."""
-    for comp in nx.strongly_connected_components(h):
-        n = next(iter(comp))
-        if len(comp) > 1 or h.has_edge(n, n):
-            return nx.find_cycle(h, source=n)
-    raise AssertionError("no cycle")
+    first = {n: i for i, n in enumerate(h.nodes)}  # declaration order: the same cycle every run
+    comps = [c for c in nx.strongly_connected_components(h) if len(c) > 1 or any(h.has_edge(n, n) for n in c)]
+    n = min((min(c, key=first.get) for c in comps), key=first.get)
+    return nx.find_cycle(h, source=n)
 
 
 def _contexts(g: nx.DiGraph, steps: nx.DiGraph, err) -> None:
