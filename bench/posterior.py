@@ -57,7 +57,7 @@ def main() -> int:
     if run is None:
         run = tempfile.mkdtemp() + "/posterior"
         train(str(ROOT / "specs" / "posterior_ddpm.gfn"), RunOptions(out=run, progress=False))
-    c, model, step = load_model(Path(run))
+    c, model, step, _ = load_model(Path(run))
     reward = model.reward
     rng = np.random.default_rng(0)
     data_r = []

@@ -1,9 +1,13 @@
-"""Start-up benchmark: time from process start to `gfdsl check` finishing, per spec.
+"""Start-up benchmark: time from process start to `gfdsl check` finishing, per spec, and
+how checking scales with the model's length.
 
 Runs `python -m gfdsl check SPEC` as a fresh process (what an editor hook does) several
-times and prints the median, plus whether torch got imported. Usage:
+times and prints the median, plus whether torch got imported. Then checks specs/ddpm.gfn
+at T = 100, 1,000 and 10,000 steps in-process (no interpreter start-up in the figure) and
+prints the ratios the front end is held to: T = 10,000 within 10x of T = 1,000, and
+T = 1,000 within 2x of T = 100. Usage:
 
-    python bench/startup.py [--repeat 5]
+    python bench/startup.py [--repeat 5] [--scaling-only]
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--scaling-only", action="store_true", help="only the T = 100 / 1,000 / 10,000 scaling")
     a = ap.parse_args()
+    if a.scaling_only:
+        return scaling(a.repeat)
     specs = sorted((ROOT / "specs").glob("*.gfn"))
     print(f"{'spec':24} {'median s':>9} {'min s':>7}  torch imported")
     probe = ("import sys, runpy; sys.argv = ['gfdsl', 'check', '-q', sys.argv[1]]\n"
@@ -57,7 +64,38 @@ def main() -> int:
         times.append(time.perf_counter() - t)
         assert r.returncode == 1 and "error[E201]" in r.stderr
     print(f"{'first diagnostic (E201)':24} {statistics.median(times):9.3f} {min(times):7.3f}")
-    return 0
+    return scaling(a.repeat)
+
+
+def scaling(repeat: int) -> int:
+    """`gfdsl check --set T=N specs/ddpm.gfn` at T = 100, 1,000, 10,000: the wall time of
+    the command (what a user waits for; the goal ratios are on these), and in-process
+    (parse, check, IR build and validation alone), medians of `repeat` runs."""
+    sys.path.insert(0, str(ROOT))
+    from gfdsl.driver import check_file
+
+    spec = ROOT / "specs" / "ddpm.gfn"
+    check_file(spec, {"T": 10})  # imports and registries loaded before timing in-process
+    wall, inproc = {}, {}
+    for T in (100, 1_000, 10_000):
+        w, p = [], []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "gfdsl", "check", "-q", "--set", f"T={T}", str(spec)],
+                               capture_output=True, text=True, cwd=ROOT)
+            w.append(time.perf_counter() - t)
+            if r.returncode != 0:
+                print(r.stderr)
+                return 1
+            t = time.perf_counter()
+            check_file(spec, {"T": T})
+            p.append(time.perf_counter() - t)
+        wall[T], inproc[T] = statistics.median(w), statistics.median(p)
+        print(f"{'check ddpm T=' + format(T, ','):24} {wall[T]:9.3f} s command   {inproc[T]:7.3f} s in-process")
+    r1, r2 = wall[1_000] / wall[100], wall[10_000] / wall[1_000]
+    print(f"ratio T=1,000 / T=100:    {r1:6.2f}  (goal <= 2; in-process {inproc[1_000] / inproc[100]:.2f})")
+    print(f"ratio T=10,000 / T=1,000: {r2:6.2f}  (goal <= 10; in-process {inproc[10_000] / inproc[1_000]:.2f})")
+    return 0 if r1 <= 2 and r2 <= 10 else 1
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E706": ("bad override '{text}': {why}", "write `--set NAME=INTEGER`, e.g. `--set T=4`"),
     "E707": ("unknown output format '{ext}'", "use a file name ending in .dot, .svg or .png"),
     "E708": ("the unrolled model has {n} states, above the limit of {limit}", "make the dims smaller (e.g. `--set T=10`)"),
+    "E709": ("bad value for {flag}: {why}", "{hint}"),
     # -- lowering and run time --------------------------------------------------------------
     "E801": ("bad data file {path}: {why}", "the file must hold an array of shape (N, ...) matching the data state"),
     "E802": ("{message}", "{hint}"),
@@ -98,6 +99,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E804": ("the run stopped at step {step}: {why}", "{hint}"),
     "E806": ("the batch of {batch} does not split evenly over {world} processes", "choose a batch divisible by {world}"),
     "E805": ("device '{device}' is not available: {why}", "use --device cpu, or --device auto"),
+    "E807": ("{what} needs about {need}, above the limit of {limit}: {detail}", "{hint}"),
 }
 
 

@@ -7,29 +7,50 @@ crash never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from gfdsl.errors import GfdslError, diag
 from gfdsl.lang.source import NO_SPAN, Source
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: specs are small; a larger file is almost surely a mistake.
+MAX_INPUT_BYTES = 4 << 30  # 4 GiB: a data file or reward table a spec names
+COPY_INPUT_BYTES = 16 << 20  # inputs up to 16 MiB are copied into the run folder
+
+
+def _regular(p: Path, name: str, code: str = "E701") -> os.stat_result:
+    """stat() p and refuse what is not a regular file (a folder, a FIFO that would block
+    the read, a device such as /dev/zero whose size says 0) before anything is opened."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise GfdslError([diag(code, None, NO_SPAN, path=name, why="no such file")]) from None
+    except OSError as e:
+        raise GfdslError([diag(code, None, NO_SPAN, path=name, why=e.strerror or str(e))]) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise GfdslError([diag(code, None, NO_SPAN, path=name, why="it is a directory")])
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+            stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        raise GfdslError([diag(code, None, NO_SPAN, path=name, why=f"it is {kind}, not a regular file")])
+    return st
 
 
 def read_source(path: str | Path) -> Source:
     """Read a spec file as UTF-8 text, or raise a GfdslError that says why not."""
     name = str(path)
     p = Path(path)
+    size = _regular(p, name).st_size
+    if size > MAX_SPEC_BYTES:
+        raise GfdslError([diag("E702", None, NO_SPAN, path=name, size=f"{size / 2**20:.1f} MiB", limit="1 MiB")])
     try:
-        if p.is_dir():
-            raise GfdslError([diag("E701", None, NO_SPAN, path=name, why="it is a directory")])
-        size = p.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise GfdslError(
-                [diag("E702", None, NO_SPAN, path=name, size=f"{size / 2**20:.1f} MiB", limit="1 MiB")]
-            )
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)  # st_size may lie (a file that grows): read no more than the limit
+        if len(data) > MAX_SPEC_BYTES:
+            raise GfdslError([diag("E702", None, NO_SPAN, path=name, size="more than 1 MiB", limit="1 MiB")])
     except FileNotFoundError:
         raise GfdslError([diag("E701", None, NO_SPAN, path=name, why="no such file")]) from None
     except PermissionError:
@@ -80,3 +101,57 @@ def atomic_write(path: str, data: bytes) -> None:
     except OSError as e:
         os.unlink(tmp)
         raise GfdslError([diag("E704", None, None, path=path, why=e.strerror or str(e))]) from None
+
+
+# -- files a spec names ---------------------------------------------------------------------------
+
+
+def relative_input(v: str, suffixes: tuple[str, ...]) -> str:
+    """The checker's rule for a path written in a spec (`file(path = ...)`,
+    `table(file = ...)`): relative, inside the spec's folder, with a known suffix.
+    Raises ValueError (the argument schemas turn it into E303)."""
+    p = PurePosixPath(v.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or ":" in v:
+        raise ValueError("must be a relative path inside the spec's folder (no '..', no absolute path)")
+    if p.suffix not in suffixes:
+        raise ValueError(f"must end in {' or '.join(suffixes)}, not '{p.suffix or v}'")
+    return v
+
+
+class Inputs:
+    """The one resolver of the files a spec names. A path is relative to `base` (the
+    spec's folder; for a run being evaluated or resumed, the folder its spec came from,
+    recorded in run.json), must stay inside it after links are followed, and must be a
+    regular file of at most MAX_INPUT_BYTES. `copies` (a run folder's inputs/) is looked
+    in first: small inputs are copied there when a run starts, so a run stays usable
+    when its data moves or the command runs from another folder."""
+
+    def __init__(self, base: Path, copies: Path | None = None):
+        self.base, self.copies = Path(base), copies
+
+    @classmethod
+    def beside(cls, spec_path: str | None) -> "Inputs":
+        return cls(Path(spec_path).resolve().parent if spec_path else Path.cwd())
+
+    def resolve(self, rel: str) -> Path:
+        for root in ([self.copies] if self.copies is not None else []) + [self.base]:
+            p = root / rel
+            if p.exists() or root is self.base:
+                break
+        name = str(p)
+        if p.exists() and not p.resolve().is_relative_to(root.resolve()):
+            raise GfdslError([diag("E801", None, None, path=name, why="it resolves to a file outside the spec's folder")])
+        size = _regular(p, name, "E801").st_size
+        if size > MAX_INPUT_BYTES:
+            raise GfdslError([diag("E801", None, None, path=name,
+                                   why=f"it is {size / 2**30:.1f} GiB, above the {MAX_INPUT_BYTES >> 30} GiB limit")])
+        return p
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (bounded memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

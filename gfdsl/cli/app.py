@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = with_set(sub.add_parser("check", help="check specs and report every error"))
     c.add_argument("specs", nargs="+", metavar="SPEC")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing for specs that pass")
+    c.add_argument("--cost", action="store_true",
+                   help="print the resource estimate: parameters, memory of a training step, evaluation work")
+    c.add_argument("--batch", type=_pos_int, help="the batch size the estimate assumes (default: the spec's)")
 
     c = with_set(sub.add_parser("compile", help="compile a spec and dump a phase"))
     c.add_argument("spec", metavar="SPEC")
@@ -106,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eval-k", type=_pos_int, help="backward trajectories per test point for the likelihood")
     c.add_argument("--eval-n", type=_pos_int, default=2000, help="test points evaluated (default 2000)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--max-memory", type=_memory, metavar="SIZE",
+                   help="refuse a run whose estimate exceeds SIZE, e.g. 8G (default: the machine's available memory)")
 
     c = sub.add_parser("sample", help="draw samples from a trained run")
     c.add_argument("run", metavar="RUN")
@@ -144,6 +149,15 @@ _pos_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
 
 
+def _memory(v: str) -> int:
+    from gfdsl.compile.cost import parse_memory
+
+    try:
+        return parse_memory(v)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"'{v}' is not a size: write e.g. 8G, 512M or a number of bytes") from None
+
+
 def _pos_float(v: str) -> float:
     try:
         x = float(v)
@@ -174,6 +188,11 @@ def cmd_check(a) -> int:
             continue
         if not a.quiet:
             print(f"ok  {path}: {_summary(c.graph.graph, c.graph)}")
+        if a.cost:
+            from gfdsl.compile.cost import estimate
+
+            batch = a.batch or c.graph.graph["train"]["batch"]
+            print(f"resource estimate at batch {batch}:\n{estimate(c.graph, batch, 2000).table()}")
     if failed and len(a.specs) > 1:
         print(f"{failed} of {len(a.specs)} specs failed", file=sys.stderr)
     return 1 if failed else 0
@@ -186,7 +205,7 @@ def _summary(G: dict, g) -> str:
                                          f"{G['reward']['form']} {G['reward']['entry']}()" if G["reward"] else ""]))
     if G["space"] is not None:
         sp = G["space"]
-        what = (f"{sp['n_states']:,} states grown by {sp['n_moves']} actions + exit, "
+        what = (f"{sp['states']} states grown by {sp['n_moves']} actions + exit, "
                 f"{learned} learned polic{'y' if learned == 1 else 'ies'}")
     else:
         steps = sum(1 for *_, d in g.edges(data=True) if d["kind"] == "step")
@@ -273,7 +292,7 @@ def cmd_run(a) -> int:
         return launch(argv, a.nproc)
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
                       compile=a.compile, amp=a.amp, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n, prior=a.prior,
-                      prior_steps=a.prior_steps,
+                      prior_steps=a.prior_steps, max_memory=a.max_memory,
                       progress=not a.no_progress and sys.stderr.isatty())
     try:
         s = train(a.spec, opts, _overrides(a.set), resume=a.resume)

@@ -12,7 +12,6 @@ diagnostics with the spec's line and column.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import networkx as nx
 import torch
@@ -23,6 +22,7 @@ from gfdsl.engine.branching import Branching
 from gfdsl.engine.chain import Chain, Plan, PlanStep
 from gfdsl.engine.module import GfnModel
 from gfdsl.engine.objectives import Objective
+from gfdsl.files import Inputs
 from gfdsl.errors import GfdslError, diag
 from gfdsl.lang.source import Source, Span
 from gfdsl.runtime import kernels as K
@@ -41,20 +41,22 @@ def _key(name: str) -> str:
     return name.replace(".", ":")
 
 
-def lower(g: nx.DiGraph, source: Source | None = None) -> GfnModel:
+def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = None) -> GfnModel:
+    """The IR as a GfnModel; the files the spec names (a reward table, a bridge's source
+    data) are found through `inputs`, by default beside the spec."""
     G = g.graph
     nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
-    spec_dir = Path(source.path).resolve().parent if source is not None and source.path else None
+    inputs = inputs or Inputs.beside(source.path if source is not None else None)
     if G["space"] is not None:
         space = _branching(G, g, nets)
         shape, dtype = (space.space.n,), G["space"]["dtype"]
     else:
-        space = _chain(g, nets, spec_dir, source)
+        space = _chain(g, nets, inputs, source)
         data = g.nodes[G["data"]]
         shape, dtype = tuple(data["shape"]), data["dtype"]
     reward = None
     if G["reward"] is not None:
-        reward = targets.build(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), spec_dir)
+        reward = targets.build(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), inputs)
     model = GfnModel({k: G[k] for k in ATTRS}, nets, space, reward, shape, dtype)
     if reward is not None and G["train"]["replay"]:
         template = space.space.s0(1, "cpu") if G["space"] is not None else torch.zeros(1, *shape)
@@ -97,7 +99,7 @@ def _numel(node: dict) -> int:
     return p
 
 
-def _chain(g: nx.DiGraph, nets: nn.ModuleDict, spec_dir, source) -> Chain:
+def _chain(g: nx.DiGraph, nets: nn.ModuleDict, inputs: Inputs, source) -> Chain:
     G = g.graph
     nodes = g.nodes
     schedules = nn.ModuleDict({n: Schedule(s["entry"], s["args"]) for n, s in G["schedules"].items()})
@@ -112,7 +114,7 @@ def _chain(g: nx.DiGraph, nets: nn.ModuleDict, spec_dir, source) -> Chain:
     plan = _plan(g, order)
     _decoders(plan, kernels, G, source)
     _sde_times(plan, kernels, G, source)
-    return Chain(plan, kernels, schedules, _source(g, spec_dir))
+    return Chain(plan, kernels, schedules, _source(g, inputs))
 
 
 def _first_uses(g: nx.DiGraph) -> dict[str, tuple]:
@@ -129,18 +131,22 @@ def _kernel_of(g, use: tuple, k: dict, nets, schedules, n_data: int) -> nn.Modul
     # the state this kernel produces, and its step's number of bindings: from an edge using it
     a, b, d = use
     out = g.nodes[b if k["role"] == "forward" else a]
+    inp = g.nodes[a if k["role"] == "forward" else b]
     T = g.graph["transitions"][d["transition"]]
     n_steps = T["hi"] - T["lo"] + 1 if T["var"] else 1
-    return _kernel(k, nets, schedules, out, _numel(out), n_data, n_steps)
+    kernel = _kernel(k, nets, schedules, out, _numel(out), n_data, n_steps)
+    if inp["dtype"] == "cat":  # the checker sized the net for this state one-hot (StateType.net_width)
+        kernel.in_classes = inp["params"][0]
+    return kernel
 
 
-def _source(g, spec_dir) -> nn.Module | None:
+def _source(g, inputs: Inputs) -> nn.Module | None:
     G = g.graph
     src = g.nodes[G["source"]]
     if G["source_data"] is not None:  # a bridge: the source is drawn from a data set
         from gfdsl.runtime.data import load
 
-        train, _ = load(G["source_data"], src, spec_dir)
+        train, _ = load(G["source_data"], src, inputs)
         return K.DataSource(train)
     if not src["prior"]:
         return None
@@ -164,7 +170,8 @@ def _plan(g, order: list[str]) -> Plan:
         steps.append(PlanStep(index[a], index[b], _key(d["forward"]),
                               None if bwd["entry"] == "inverse" else _key(d["backward"]), pos,
                               tuple(index[c] for c in sorted(ctx_of.get(b, []))), tuple(d["span"])))
-    return Plan(tuple(steps), tuple(order), _groups(steps, "fwd"), _groups(steps, "bwd"))
+    classes = tuple(g.nodes[n]["params"][0] if g.nodes[n]["dtype"] == "cat" else 0 for n in order)
+    return Plan(tuple(steps), tuple(order), _groups(steps, "fwd"), _groups(steps, "bwd"), classes)
 
 
 def _decoders(plan: Plan, kernels: nn.ModuleDict, G: dict, source: Source | None) -> None:

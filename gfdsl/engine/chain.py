@@ -39,6 +39,7 @@ class Plan:
     names: tuple[str, ...]  # state names in trajectory order, source first
     fwd_groups: tuple[tuple[int, ...], ...]  # steps sharing a forward kernel (batched eval)
     bwd_groups: tuple[tuple[int, ...], ...]
+    classes: tuple[int, ...] = ()  # per state: K of a cat(K) state (fed to nets one-hot), else 0
 
 
 class Chain(nn.Module):
@@ -62,7 +63,13 @@ class Chain(nn.Module):
         return torch.full((n,), step.pos, dtype=torch.long, device=self.device)
 
     def _ctx(self, step: PlanStep, states):
-        return torch.cat([states[c] for c in step.ctx], 1) if step.ctx else None
+        """The context states of a step as one net input (B, sum of widths); categorical
+        ones one-hot, as the checker sized the net (StateType.net_width)."""
+        if not step.ctx:
+            return None
+        K = self.plan.classes
+        return torch.cat([nn.functional.one_hot(states[c].long(), K[c]).flatten(1).float() if K and K[c]
+                          else states[c] for c in step.ctx], 1)
 
     # -- the source ------------------------------------------------------------------------------
 
@@ -128,6 +135,48 @@ class Chain(nn.Module):
             states[s.src] = xs
         log_pf = self.forward_log_probs(states, n, log_pf_bij)
         return Trajectory(states, log_pf, torch.stack(log_pb), self.source_log_prob(states[0]))
+
+    @torch.no_grad()
+    def log_weight_stream(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+        """log P(s_0) + log P_F(tau) - log P_B(tau | x) (k * B,) of k trajectories of P_B
+        from each x (trajectory-major, as backward()), accumulated step by step: the
+        same draws as backward(), but only the states a later step still reads are kept,
+        so memory is that of one step, whatever T (the streamed likelihood). A step whose
+        P_F reads context states is scored once those exist; an autoregressive net scores
+        every position from the whole sequence (backward(), T = the sequence length)."""
+        if any(getattr(self.kernels[s.fwd], "all_positions", False) for s in self.plan.steps):
+            return self.backward(x, k).log_weight()
+        if k > 1:
+            x = x.repeat(k, *([1] * (x.dim() - 1)))
+        n, T = x.shape[0], self.T
+        ctx = {c for s in self.plan.steps for c in s.ctx}  # states read as context
+        states: dict[int, torch.Tensor] = {T: x}
+        w = torch.zeros(n, device=x.device)
+        later = []  # steps whose P_F reads context: scored after the walk
+        for j in range(T - 1, -1, -1):
+            s = self.plan.steps[j]
+            i = self._pos(s, n)
+            y = states[s.dst]
+            kf = self.kernels[s.fwd]
+            if s.bwd is None:
+                xs, ld = kf.inverse_map(y, i)
+                w += ld  # log P_F of a bijection's step (log P_B = 0: a Dirac)
+            else:
+                d = self.kernels[s.bwd].dist(y, i)
+                xs = d.sample()
+                w -= d.log_prob(xs)
+                if s.ctx:
+                    later.append(s)
+                elif kf.bijective:
+                    w += kf.inverse_map(y, i)[1]
+                else:
+                    w += kf.dist(xs, i).log_prob(y)
+            states[s.src] = xs
+            if s.dst not in ctx and not any(s.dst in (t.src, t.dst) for t in later):
+                del states[s.dst]  # no later step reads it: free it
+        for s in later:
+            w += self.kernels[s.fwd].dist(states[s.src], self._pos(s, n), self._ctx(s, states)).log_prob(states[s.dst])
+        return w + self.source_log_prob(states[0])
 
     def log_probs(self, t: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
         """(log P_F, log P_B) (T, B) of a trajectory: what it kept, the rest scored."""

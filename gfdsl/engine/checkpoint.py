@@ -1,6 +1,9 @@
 """Checkpoints: one safetensors file (never pickle) with parameters, optimizer state and
-RNG states, the spec's hash and the step in its metadata; written atomically and
-fsynced, so a kill at any moment leaves either the previous checkpoint or the new one.
+RNG states, the spec's hash, the step and a SHA-256 of the tensor bytes in its metadata;
+written atomically and fsynced, so a kill at any moment leaves either the previous
+checkpoint or the new one. The checkpoint it replaces is kept as checkpoint.prev.safetensors:
+a checkpoint damaged on disk (the digest no longer matches) is an error naming the file,
+and `--resume` falls back to the previous one.
 """
 
 from __future__ import annotations
@@ -15,10 +18,22 @@ import torch
 from gfdsl.errors import GfdslError, diag
 
 CKPT = "checkpoint.safetensors"
+PREV = "checkpoint.prev.safetensors"
 
 
 def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _params_and_buffers(model) -> dict[str, torch.Tensor]:
@@ -45,12 +60,18 @@ def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str,
         tensors[f"rng.{k}"] = v.contiguous()
     tensors = {k: v.cpu() for k, v in tensors.items()}
     meta = {"format": "gfdsl-checkpoint-1", "spec_hash": shash, "step": str(step),
-            "param_groups": json.dumps(sd["param_groups"]), **(extra or {})}
+            "param_groups": json.dumps(sd["param_groups"]), "sha256": tensor_digest(tensors), **(extra or {})}
     tmp = out / f".{CKPT}.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    with open(tmp, "rb") as f:  # on disk before the rename makes it the checkpoint
-        os.fsync(f.fileno())
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)
+        with open(tmp, "rb") as f:  # on disk before the rename makes it the checkpoint
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk, a folder gone read-only: the last good checkpoint stays
+        tmp.unlink(missing_ok=True)
+        raise GfdslError([diag("E704", None, None, path=str(out / CKPT), why=e.strerror or str(e))]) from None
+    if (out / CKPT).is_file():
+        os.replace(out / CKPT, out / PREV)  # a kill between the renames leaves PREV, which resume reads
     os.replace(tmp, out / CKPT)
 
 
@@ -67,7 +88,34 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if meta.get("format") != "gfdsl-checkpoint-1":
         raise GfdslError([diag("E803", None, None, path=str(path), why="it is not a gfdsl checkpoint",
                                hint="pass a folder written by `gfdsl run`")])
+    if "sha256" in meta and tensor_digest(tensors) != meta["sha256"]:
+        raise GfdslError([diag("E803", None, None, path=str(path),
+                               why="the checkpoint is damaged: its tensors' SHA-256 differs from the one it was "
+                                   "written with", hint="resume the run (it falls back to checkpoint.prev.safetensors "
+                                                        "where one is kept), or start a new run")])
     return tensors, meta
+
+
+def read_latest(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """The newest good checkpoint of a run folder for --resume: checkpoint.safetensors, or
+    where it is damaged or missing, checkpoint.prev.safetensors (saying so on stderr);
+    None when the run has written neither."""
+    import sys
+
+    if not (run / CKPT).is_file() and not (run / PREV).is_file():
+        return None
+    try:
+        if not (run / CKPT).is_file():
+            raise FileNotFoundError
+        return read_checkpoint(run / CKPT)
+    except (GfdslError, FileNotFoundError) as e:
+        if not (run / PREV).is_file():
+            raise e if isinstance(e, GfdslError) else GfdslError([diag(
+                "E803", None, None, path=str(run), why=f"it holds no {CKPT}", hint="start a new run")]) from None
+        tensors, meta = read_checkpoint(run / PREV)
+        print(f"gfdsl: {run / CKPT} is {'damaged' if isinstance(e, GfdslError) else 'missing'}; resuming from "
+              f"{PREV} (step {meta.get('step')})", file=sys.stderr)
+        return tensors, meta
 
 
 def restore_model(model, tensors: dict[str, torch.Tensor], prefix: str = "") -> None:

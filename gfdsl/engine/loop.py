@@ -11,6 +11,7 @@ step), log, evaluation and checkpoint points, a posterior's stage boundary, IPF 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +20,15 @@ import torch
 
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine import distributed
-from gfdsl.engine.checkpoint import CKPT, read_checkpoint, restore_model, restore_optimizer, save_checkpoint, spec_hash
+from gfdsl.engine.checkpoint import CKPT, read_latest, restore_model, restore_optimizer, save_checkpoint, spec_hash
 from gfdsl.engine.evaluate import draw_samples, evaluate
 from gfdsl.engine.module import param_groups
 from gfdsl.engine.rundir import (
-    RunOptions, load_data, load_prior, npy_bytes, prepare_dir, read_run, resolve_device, truncate_metrics, write_json,
+    RunOptions, check_cost, check_flags, check_out, input_copies, load_data, load_prior, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
+    start_dir, truncate_metrics, write_json,
 )
 from gfdsl.errors import GfdslError, diag
-from gfdsl.files import atomic_write
+from gfdsl.files import Inputs, atomic_write
 from gfdsl.lang.source import Span
 
 
@@ -49,31 +51,38 @@ class Setup:
     amp: bool
     eval_k: int
     prior_run: str | None
+    inputs: Inputs
+    record: dict  # run.json's record of the inputs (gfdsl.engine.rundir.record_inputs)
     resume: bool = False
     tensors: dict | None = None
     meta: dict | None = None
 
 
 def _setup(spec: str | None, opts: RunOptions, overrides: dict | None, resume: str | None) -> Setup:
+    check_flags(opts)
     if resume:
         out = Path(resume)
         info = read_run(out)
         c = check_file(out / "spec.gfn", info.get("overrides") or {})
-        tensors, meta = read_checkpoint(out / CKPT) if (out / CKPT).is_file() else (None, None)
+        tensors, meta = read_latest(out) or (None, None)
         if meta is not None and meta.get("spec_hash") != spec_hash(c.source.text):
             raise GfdslError([diag("E803", None, None, path=str(out),
                                    why=f"its spec.gfn changed since {CKPT} was written (hash mismatch)",
                                    hint="restore the spec.gfn the run was trained with, or start a new run")])
         return Setup(c, info["spec"], out, info.get("overrides") or {}, info["steps"], info.get("prior_steps", 0),
                      info["batch"], info["lr"], info["seed"], info["threads"], info["device_request"],
-                     info["compile"], info.get("amp", False), info["eval_k"], info.get("prior"), True, tensors, meta)
+                     info["compile"], info.get("amp", False), info["eval_k"], info.get("prior"),
+                     run_inputs(out, info), {}, True, tensors, meta)
     c = check_file(spec, overrides)
+    inputs = Inputs.beside(c.source.path)
     s0 = c.graph.graph["train"]
     prior_steps = _prior_steps(c, opts)
-    return Setup(c, str(spec), Path(opts.out or f"runs/{Path(spec).stem}"), overrides or {},
+    out = Path(opts.out or f"runs/{Path(spec).stem}")
+    check_out(out)  # before anything is read or built: start_dir checks again as it creates the folder
+    return Setup(c, str(spec), out, overrides or {},
                  prior_steps + (opts.steps or s0["steps"]), prior_steps, opts.batch or s0["batch"],
                  opts.lr or s0["lr"], s0["seed"] if opts.seed is None else opts.seed, opts.threads, opts.device,
-                 opts.compile, opts.amp, opts.eval_k or s0["eval_k"], opts.prior)
+                 opts.compile, opts.amp, opts.eval_k or s0["eval_k"], opts.prior, inputs, record_inputs(c, inputs))
 
 
 def _prior_steps(c: Compiled, opts: RunOptions) -> int:
@@ -98,14 +107,16 @@ def _prior_steps(c: Compiled, opts: RunOptions) -> int:
 
 
 def _start_dir(su: Setup, device: torch.device, ranks) -> None:
-    """The run folder, written by rank 0 only: the spec as it ran and run.json."""
-    prepare_dir(su.out)
-    atomic_write(str(su.out / "spec.gfn"), su.c.source.text.encode("utf-8"))
-    write_json(su.out / "run.json", {
+    """The run folder, written by rank 0 only: the spec as it ran, run.json, the copied
+    inputs -- created in one atomic step (gfdsl.engine.rundir.start_dir)."""
+    info = {
         "spec": su.spec, "spec_hash": spec_hash(su.c.source.text), "overrides": su.overrides, "steps": su.steps,
         "prior_steps": su.prior_steps, "prior": su.prior_run, "batch": su.batch, "lr": su.lr, "seed": su.seed,
         "device": str(device), "device_request": su.device, "threads": su.threads, "compile": su.compile,
-        "amp": su.amp, "eval_k": su.eval_k, "train": su.c.graph.graph["train"], "nproc": ranks.world})
+        "amp": su.amp, "eval_k": su.eval_k, "train": su.c.graph.graph["train"], "nproc": ranks.world, **su.record}
+    start_dir(su.out, {"spec.gfn": su.c.source.text.encode("utf-8"),
+                       "run.json": (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+                       **input_copies(su.record, su.inputs)})
 
 
 @dataclass
@@ -124,8 +135,8 @@ def _build(su: Setup, device: torch.device) -> Run:
 
     torch.manual_seed(su.seed)
     np.random.seed(su.seed)
-    train_x, test_x = load_data(su.c)
-    model = lower(su.c.graph, su.c.source).to(device)
+    train_x, test_x = load_data(su.c, su.inputs)
+    model = lower(su.c.graph, su.c.source, su.inputs).to(device)
     model.objective.total_steps = su.steps
     model.objective.prior_steps = su.prior_steps
     if su.prior_run and not su.resume:
@@ -165,13 +176,14 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     su = _setup(spec, opts, overrides, resume)
     ranks = distributed.launched()
     device = distributed.init(ranks, resolve_device(su.device))
+    check_cost(su.c, su.batch, opts.eval_n, su.eval_k, opts.max_memory, device)
     torch.set_num_threads(max(1, su.threads))
     if su.batch % ranks.world:
         raise GfdslError([diag("E806", None, None, path="--batch", batch=su.batch, world=ranks.world)])
+    run = _build(su, device)  # every input read and the model built before any file is written
     if not su.resume and ranks.main:  # only rank 0 writes the run directory
         _start_dir(su, device, ranks)
     distributed.barrier(ranks)
-    run = _build(su, device)
     if su.resume and ranks.main:
         truncate_metrics(su.out / "metrics.jsonl", run.start)  # lines after the checkpoint are redone
     from gfdsl.engine.optimize import Loop

@@ -91,17 +91,30 @@ class GfnModel(nn.Module):
         return getattr(self.space, "exact", False)
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1, chunk: int = 4096) -> torch.Tensor:
+    def log_likelihood(self, x: torch.Tensor, k: int = 1, chunk: int = 4096, progress=None) -> torch.Tensor:
         """Per-example log p(x) (B,): exact where each x has one trajectory (k is then 1),
-        else the importance-weighted bound with k backward trajectories (Burda et al. 2016)."""
+        else the importance-weighted bound with k backward trajectories (Burda et al. 2016).
+
+        Bounded memory: points go in chunks of about `chunk` trajectories, and a chain's
+        log-weights are accumulated step by step (Chain.log_weight_stream), so the peak is
+        set by the chunk, not by T, the number of points or k. Where k alone exceeds the
+        chunk, a point's k trajectories are scored in slices and combined by logsumexp.
+        progress(done, total) is called after each chunk."""
         if self.exact:
             k = 1
-        per = max(1, chunk // k)
+        stream = getattr(self.space, "log_weight_stream", None)
+        per, ks = max(1, chunk // k), min(k, chunk)
         out = []
         for a in range(0, x.shape[0], per):
             xb = x[a:a + per].to(self.device)
-            w = self.infer(xb, k).log_weight().view(k, -1)  # (k, b)
-            out.append(torch.logsumexp(w, 0) - math.log(k))
+            parts = []
+            for r in range(0, k, ks):  # slices of a point's k trajectories
+                kk = min(ks, k - r)
+                w = stream(xb, kk) if stream is not None else self.infer(xb, kk).log_weight()
+                parts.append(torch.logsumexp(w.view(kk, -1), 0))
+            out.append(torch.logsumexp(torch.stack(parts), 0) - math.log(k))
+            if progress is not None:
+                progress(min(a + per, x.shape[0]), x.shape[0])
         return torch.cat(out)
 
     def loss(self, batch: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -20,6 +20,7 @@ import torch
 from gfdsl.engine import distributed
 from gfdsl.engine.checkpoint import save_checkpoint, spec_hash
 from gfdsl.engine.evaluate import eval_point, ipf_round_metrics
+from gfdsl.engine.rollout import NonFiniteLogits
 from gfdsl.errors import GfdslError, diag
 
 
@@ -87,8 +88,16 @@ class Loop:
         idx = torch.randint(0, run.train_x.shape[0], (self.su.batch,), device=self.device, generator=run.gen)
         if self.ranks.enabled:  # every rank draws the global batch and takes its shard
             idx = idx[self.ranks.rank * self.shard:(self.ranks.rank + 1) * self.shard]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.su.amp):
-            loss, terms = self.loss_fn(run.train_x[idx], step - 1)
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.su.amp):
+                loss, terms = self.loss_fn(run.train_x[idx], step - 1)
+        except NonFiniteLogits as e:
+            self.fail_if_bad()  # an earlier non-finite loss or gradient is the first cause: name it
+            kept = f"the last good checkpoint (step {self.good_step}) is kept in {self.su.out}" if self.good_step \
+                else "no checkpoint had been written yet"
+            raise GfdslError([diag("E804", None, None, path=str(self.su.out), step=step,
+                                   why=f"{e} (no action was drawn from them)",
+                                   hint=f"lower the learning rate or set grad_clip in the train block; {kept}")]) from None
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]

@@ -17,6 +17,17 @@ import torch
 from gfdsl.engine.trajectory import Kept, Trajectory
 
 
+class NonFiniteLogits(ArithmeticError):
+    """P_F's logits were not finite at position t of a rollout: an action drawn from them
+    would be arbitrary (possibly one the mask forbids). The training loop reports it as
+    E804 at the step it happened."""
+
+    def __init__(self, t: int | None):
+        super().__init__("P_F's logits are not finite" + (f" at position {t} of the rollout" if t is not None else
+                                                          " on some states"))
+        self.t = t
+
+
 def _gumbel(*shape: int, device=None) -> torch.Tensor:
     """Standard Gumbel noise G = -log(-log U): argmax(logits + G) over a row is a sample of
     softmax(logits) (the Gumbel-max trick), with no exp, normalisation or multinomial
@@ -57,14 +68,23 @@ class Rollouts:
           steps    every row every step, no host read (the way for a GPU); the score is
                    kept only where states rarely repeat (spaces too big to enumerate)."""
         sp = self.space
-        if self.exact_ok and sp.n_states <= B * sp.max_level:
+        self._last = (0, None)  # (position, the net's output there): read only if the rollout fails
+        try:
+            if self.exact_ok and sp.n_states <= B * sp.max_level:
+                with torch.set_grad_enabled(score and torch.is_grad_enabled()):
+                    return self._rollout_table(B, explore, score)
+            if self.device.type == "cpu" and sp.dtype != "seq":
+                return self._rollout_compact(B, explore, score and torch.is_grad_enabled())
+            score = score and not self.exact_ok  # states rarely repeat: keep the rollout's graph
             with torch.set_grad_enabled(score and torch.is_grad_enabled()):
-                return self._rollout_table(B, explore, score)
-        if self.device.type == "cpu" and sp.dtype != "seq":
-            return self._rollout_compact(B, explore, score and torch.is_grad_enabled())
-        score = score and not self.exact_ok  # states rarely repeat: keep the rollout's graph
-        with torch.set_grad_enabled(score and torch.is_grad_enabled()):
-            return self._rollout_steps(B, explore, score)
+                return self._rollout_steps(B, explore, score)
+        except (IndexError, RuntimeError):
+            # an action drawn from NaN logits may be one the mask forbids, and the state it
+            # leads to is out of range: name the cause where the net's output was not finite
+            t, out = self._last
+            if out is not None and not bool(torch.isfinite(out.detach().masked_fill(out == float("-inf"), 0)).all()):
+                raise NonFiniteLogits(t) from None
+            raise
 
     def _rollout_steps(self, B: int, explore: bool = False, score: bool = False) -> Trajectory:
         sp = self.space
@@ -76,6 +96,7 @@ class Rollouts:
         G = _gumbel(sp.max_level + 1, B, sp.A, device=dev)
         for t in range(sp.max_level + 1):
             lp = self.log_pf_all(s)
+            self._last = (t, lp)
             q = lp.detach()
             if explore:
                 q = self._explore(q, q.isfinite())
@@ -146,6 +167,7 @@ class Rollouts:
                 else:
                     s_eval, dups = s, 0
                 out, keep, pen = f(s_eval)  # out (k or fewer, A): the net's own, unmasked
+                self._last = (t, out)
                 if score:
                     kept.append((s_eval, out, keep))
                     if inv is not None:
@@ -169,7 +191,10 @@ class Rollouts:
         row = torch.zeros(acts.numel(), dtype=torch.long, device=dev)
         row[pos] = torch.cat(crow)
         k_states, k_out, k_hidden = zip(*kept)
-        return Trajectory(states, actions=acts, kept=Kept(torch.cat(k_states) - hot, torch.cat(k_out),
+        k_out = torch.cat(k_out)
+        if not bool(torch.isfinite(k_out).all()):  # one check per rollout: its actions are never used
+            raise NonFiniteLogits(None)
+        return Trajectory(states, actions=acts, kept=Kept(torch.cat(k_states) - hot, k_out,
                                                           [torch.cat(h) for h in zip(*k_hidden)], row))
 
     def _rollout_table(self, B: int, explore: bool, score: bool) -> Trajectory:
@@ -178,6 +203,7 @@ class Rollouts:
         sp = self.space
         S, child = self._tables()
         lp = self.log_pf_all(S)  # (N, A)
+        self._last = (None, lp)
         q = lp.detach()
         if explore:
             q = self._explore(q, q.isfinite())

@@ -9,13 +9,20 @@ A run directory holds:
   samples.npy         samples from P_F, shaped like the terminal state
   samples.png         a plot of them (gfdsl.engine.plots)
   summary.json        spec, model, steps, seed, timing, and the evaluation's figures
+  inputs/             copies of the files the spec names (data, reward tables) up to
+                      16 MiB; run.json records the folder of the spec and each input's
+                      SHA-256, so `eval` and `--resume` find them from any folder
 Every file is written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +32,7 @@ import torch
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine.checkpoint import CKPT, read_checkpoint, restore_model, spec_hash
 from gfdsl.errors import GfdslError, diag
-from gfdsl.files import atomic_write
+from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest
 
 
 @dataclass
@@ -46,7 +53,57 @@ class RunOptions:
     log_every: int | None = None
     prior: str | None = None  # a posterior: the run directory its frozen prior is loaded from
     prior_steps: int | None = None  # a posterior: steps of its prior stage
+    max_memory: int | None = None  # bytes a run may take (default: the machine's available memory)
     on_checkpoint: object = None  # Python API: called as f(step, model) after each checkpoint
+
+
+# RunOptions field -> its flag: a flag obeys the bounds of the train setting it overrides
+FLAGS = {"steps": "--steps", "batch": "--batch", "lr": "--lr", "eval_k": "--eval-k", "prior_steps": "--prior-steps"}
+
+
+def check_flags(opts: RunOptions) -> None:
+    """Refuse a flag outside its train setting's range (E709): `--lr 1e300` is refused as
+    `lr = 1e300` in the spec is."""
+    from pydantic import ValidationError
+
+    from gfdsl.library.settings import TrainSettings
+
+    for field, flag in FLAGS.items():
+        v = getattr(opts, field)
+        if v is None:
+            continue
+        try:
+            TrainSettings.model_validate({field: v})
+        except ValidationError as e:
+            raise GfdslError([diag("E709", None, None, path=flag, flag=flag, why=f"{v}: {e.errors()[0]['msg'].lower()}",
+                                   hint=f"`{field}` in the train block has the same bounds")]) from None
+
+
+def check_cost(c: Compiled, batch: int, eval_n: int | None, eval_k: int | None, max_memory: int | None,
+               device: torch.device | None = None) -> None:
+    """Refuse, before anything is allocated or written, a run whose estimated memory
+    exceeds the limit or whose evaluation would take hours (E807, with the estimate)."""
+    from gfdsl.compile.cost import CPU_FLOPS, EVAL_FLOPS_LIMIT, available_memory, duration, estimate, human
+
+    cost = estimate(c.graph, batch, eval_n, eval_k)
+    limit, where = max_memory, "--max-memory"
+    if limit is None and device is not None and device.type == "cuda":
+        limit, where = torch.cuda.mem_get_info(device)[0], "free on the GPU"
+    elif limit is None:
+        limit, where = available_memory(), "available"
+    if limit is not None and cost.total > limit:
+        big = sorted(cost.rows, key=lambda r: -r[1])[:2]
+        raise GfdslError([diag("E807", None, None, path="estimate", what="this run", need=f"{human(cost.total)} of memory",
+                               limit=f"{human(limit)} ({where})",
+                               detail=", ".join(f"{k} {human(b)}" for k, b in big) + f"; {cost.parameters:,} parameters",
+                               hint="make the model or the batch smaller; `gfdsl check --cost` prints the estimate, "
+                                    "--max-memory sets the limit")])
+    if cost.eval_flops > EVAL_FLOPS_LIMIT:
+        raise GfdslError([diag("E807", None, None, path="estimate", what="the evaluation",
+                               need=f"{cost.eval_flops:.2g} floating-point operations "
+                                    f"(about {duration(cost.eval_flops / CPU_FLOPS)})",
+                               limit=f"{EVAL_FLOPS_LIMIT:.0e} (about {duration(EVAL_FLOPS_LIMIT / CPU_FLOPS)})",
+                               detail=cost.eval_what, hint="lower eval_k (or --eval-k) or --eval-n")])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,15 +126,62 @@ def npy_bytes(a: np.ndarray) -> bytes:
     return f.getvalue()
 
 
-def prepare_dir(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        raise GfdslError([diag("E803", None, None, path=str(out), why="it already holds files",
-                               hint="choose another --out, or remove the folder")])
+def _failed_start(out: Path) -> bool:
+    """A run folder left by a start that failed before any work was kept: run.json and
+    spec.gfn at most, its inputs, no checkpoint, no summary, no metric line."""
+    names = {p.name for p in out.iterdir()}
+    if not names or not names & {"run.json", "spec.gfn"} or not names <= {"run.json", "spec.gfn", "metrics.jsonl", "inputs"}:
+        return False
+    m = out / "metrics.jsonl"
+    return not m.exists() or (m.is_file() and m.stat().st_size == 0)
+
+
+def check_out(out: Path) -> bool:
+    """Refuse an --out that cannot become a new run folder (a file, a folder holding
+    files); True when it is a failed start that may be replaced."""
+    if out.exists() and not out.is_dir():
+        raise GfdslError([diag("E803", None, None, path=str(out), why="it is a file, not a folder",
+                               hint="choose another --out")])
+    if out.is_dir() and any(out.iterdir()):
+        if not _failed_start(out):
+            raise GfdslError([diag("E803", None, None, path=str(out), why="it already holds files",
+                                   hint="choose another --out, or remove the folder")])
+        return True
+    return False
+
+
+def start_dir(out: Path, files: dict[str, bytes]) -> None:
+    """Create the run folder with its first files, atomically and exclusively: they are
+    written into a fresh temporary folder beside it, which is then renamed into place.
+    A full disk or a read-only parent leaves nothing behind; two runs racing for one
+    --out cannot both win (the rename refuses a folder that is no longer empty). An
+    existing empty folder is taken; one left by a failed start is replaced."""
+    if check_out(out):
+        shutil.rmtree(out)
+    tmp = None
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.gfdsl-", dir=out.parent))
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp / rel, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, out)
     except OSError as e:
-        raise GfdslError([diag("E803", None, None, path=str(out), why=e.strerror or str(e),
-                               hint="check that the parent folder is writable")]) from None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        why = "another run took it first" if e.errno in (errno.ENOTEMPTY, errno.EEXIST) else e.strerror or str(e)
+        raise GfdslError([diag("E803", None, None, path=str(out), why=why,
+                               hint="check that the parent folder is writable and the disk has room")]) from None
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def read_run(out: Path) -> dict:
@@ -102,10 +206,54 @@ def truncate_metrics(path: Path, step: int) -> None:
     atomic_write(str(path), ("\n".join(keep) + ("\n" if keep else "")).encode("utf-8"))
 
 
+# -- the files a spec names ---------------------------------------------------------------------
+
+
+def spec_inputs(G: dict) -> list[str]:
+    """The relative paths of the files the IR names: a data file, a bridge's source data
+    file, a reward table."""
+    out = []
+    for what, arg in (("dataset", "path"), ("source_data", "path"), ("reward", "file")):
+        e = G.get(what)
+        if e is not None and e["entry"] in ("file", "table") and arg in e["args"]:
+            out.append(e["args"][arg])
+    return out
+
+
+def record_inputs(c: Compiled, inputs: Inputs) -> dict:
+    """What run.json keeps of a new run's inputs: the spec's folder and each file's size
+    and SHA-256. Resolving them here refuses a missing or bad path (E801) before the run
+    folder is made."""
+    files = {}
+    for rel in spec_inputs(c.graph.graph):
+        p = inputs.resolve(rel)
+        size = p.stat().st_size
+        files[rel] = {"bytes": size, "sha256": file_digest(p), "copied": size <= COPY_INPUT_BYTES}
+    return {"spec_dir": str(inputs.base), "inputs": files}
+
+
+def input_copies(record: dict, inputs: Inputs) -> dict[str, bytes]:
+    """The small inputs' bytes, keyed by their place in the run folder (inputs/...)."""
+    return {f"inputs/{rel}": inputs.resolve(rel).read_bytes() for rel, f in record["inputs"].items() if f["copied"]}
+
+
+def run_inputs(out: Path, info: dict) -> Inputs:
+    """Where a finished (or resumed) run finds its inputs: its own copies first, then the
+    spec's folder recorded at the start; a file found there must still have the digest
+    it had when the run began."""
+    inputs = Inputs(Path(info.get("spec_dir") or out), copies=out / "inputs")
+    for rel, f in (info.get("inputs") or {}).items():
+        p = inputs.resolve(rel)
+        if not p.is_relative_to(out / "inputs") and file_digest(p) != f["sha256"]:
+            raise GfdslError([diag("E801", None, None, path=str(p),
+                                   why="it changed since the run started (its SHA-256 differs from run.json's)")])
+    return inputs
+
+
 # -- data ----------------------------------------------------------------------------------------
 
 
-def load_data(c: Compiled):
+def load_data(c: Compiled, inputs: Inputs | None = None):
     """(train, test) of the data target; (B empty rows' template, None) without one: a
     model trained from a reward alone reads no data, so its batch only carries a size."""
     from gfdsl.runtime.data import load
@@ -113,7 +261,7 @@ def load_data(c: Compiled):
     g = c.graph
     if g.graph["dataset"] is None:
         return torch.zeros(1, 0), None
-    train, test = load(g.graph["dataset"], g.nodes[g.graph["data"]], Path(c.source.path).resolve().parent)
+    train, test = load(g.graph["dataset"], g.nodes[g.graph["data"]], inputs or Inputs.beside(c.source.path))
     _on_decoder_grid(c, train, test)
     return train, test
 
@@ -148,16 +296,17 @@ def load_model(run: Path, device: str = "cpu"):
     if not spec.is_file() or not ckpt.is_file():
         raise GfdslError([diag("E803", None, None, path=str(run), why=f"it holds no spec.gfn and {CKPT}",
                                hint="pass a folder written by `gfdsl run`")])
-    info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    info = read_run(run) if (run / "run.json").is_file() else {}
     c = check_file(spec, info.get("overrides") or {})
+    inputs = run_inputs(run, info)
     tensors, meta = read_checkpoint(ckpt)
     if meta.get("spec_hash") != spec_hash(c.source.text):
         raise GfdslError([diag("E803", None, None, path=str(run),
                                why=f"{CKPT} was written for a different spec.gfn (hash mismatch)",
                                hint="restore the spec.gfn the run was trained with")])
-    model = lower(c.graph, c.source)
+    model = lower(c.graph, c.source, inputs)
     restore_model(model, tensors)
-    return c, model.to(resolve_device(device)), int(meta.get("step", 0))
+    return c, model.to(resolve_device(device)), int(meta.get("step", 0)), inputs
 
 
 def load_prior(model, c: Compiled, run: str) -> None:
@@ -207,7 +356,7 @@ def _call_text(c: dict | None) -> str:
 def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int = 0) -> str:
     from gfdsl.engine.evaluate import draw_samples
 
-    c, model, _ = load_model(Path(run), device)
+    c, model, _, _ = load_model(Path(run), device)
     model.eval()
     torch.manual_seed(seed)
     samples = draw_samples(model, n)
@@ -219,9 +368,9 @@ def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int
 def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dict:
     from gfdsl.engine.evaluate import evaluate
 
-    c, model, step = load_model(Path(run), device)
+    c, model, step, inputs = load_model(Path(run), device)
     model.eval()
-    _, test_x = load_data(c)
+    _, test_x = load_data(c, inputs)
     s = c.graph.graph["train"]
     ev = evaluate(model, test_x, k or s["eval_k"], n, s["seed"])
     ev["step"] = step

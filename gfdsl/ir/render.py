@@ -97,7 +97,7 @@ def _space_spec(g: nx.DiGraph) -> dict:
 
     nodes = [
         dict(id="s0", label=f"start\n{start}", attrs={"shape": "ellipse", "peripheries": "2"}),
-        dict(id=sp["state"], label=f"{sp['state']}\n{_type(node)}\n{sp['n_states']:,} states",
+        dict(id=sp["state"], label=f"{sp['state']}\n{_type(node)}\n{sp['states']} states",
              attrs={"shape": "ellipse"}),
         dict(id="x", label=f"x\nexit {ex['args']['when']}", attrs={"shape": "ellipse", "style": "filled",
                                                                      "fillcolor": "#d9d9d9"}),

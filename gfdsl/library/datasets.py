@@ -8,11 +8,11 @@ data state: a list of acceptable (dtype, classes, numel) or None when only known
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from gfdsl.files import relative_input
 from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosInt
 
 TOY2D = ("8gaussians", "2spirals", "checkerboard", "moons", "pinwheel", "rings", "swissroll", "circles")
@@ -46,12 +46,7 @@ class FileArgs(Args):
     @field_validator("path")
     @classmethod
     def _safe(cls, v: str) -> str:
-        p = PurePosixPath(v.replace("\\", "/"))
-        if p.is_absolute() or ".." in p.parts or ":" in v:
-            raise ValueError("must be a relative path inside the spec's folder (no '..', no absolute path)")
-        if p.suffix not in (".npy", ".pt"):
-            raise ValueError(f"must end in .npy or .pt, not '{p.suffix or v}'")
-        return v
+        return relative_input(v, (".npy", ".pt"))
 
 
 def _digits_yields(a: DigitsArgs):

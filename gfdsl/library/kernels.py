@@ -34,7 +34,7 @@ def _net_sizes(use: KernelUse, kernel: str, net, need_in: int, need_out: int, ou
         return []
     probs = []
     if facts.in_size != need_in:
-        why = f"reading {use.inp_name} ({use.inp})"
+        why = f"reading {use.inp_name} ({use.inp}{', one-hot' if use.inp.dtype == 'cat' else ''})"
         if use.context_numel:
             why += f" and {use.context_numel} context values"
         probs.append(Problem("E402", "net", dict(net=str(net), which="takes", got=facts.in_size, kernel=kernel,
@@ -94,7 +94,7 @@ def _gaussian_rule(use: KernelUse, a: GaussianArgs) -> list[Problem]:
     k = use.out.numel
     out_why = f"for {use.out_name} ({use.out}) with its mean" + ("" if a.std else " and log-variance")
     return _dtype(use, "gaussian", ("real",), "a real") + _net_sizes(
-        use, "gaussian", a.net, use.inp.numel + use.context_numel, k if a.std else 2 * k, out_why)
+        use, "gaussian", a.net, use.inp.net_width + use.context_numel, k if a.std else 2 * k, out_why)
 
 
 class NetOnlyArgs(Args):
@@ -103,7 +103,7 @@ class NetOnlyArgs(Args):
 
 def _bernoulli_rule(use: KernelUse, a: NetOnlyArgs) -> list[Problem]:
     return _dtype(use, "bernoulli", ("binary",), "a binary") + _net_sizes(
-        use, "bernoulli", a.net, use.inp.numel + use.context_numel, use.out.numel,
+        use, "bernoulli", a.net, use.inp.net_width + use.context_numel, use.out.numel,
         f"for the logits of {use.out_name} ({use.out})")
 
 
@@ -111,7 +111,7 @@ def _categorical_rule(use: KernelUse, a: NetOnlyArgs) -> list[Problem]:
     probs = _dtype(use, "categorical", ("cat", "binary"), "a categorical")
     if probs:
         return probs
-    return _net_sizes(use, "categorical", a.net, use.inp.numel + use.context_numel,
+    return _net_sizes(use, "categorical", a.net, use.inp.net_width + use.context_numel,
                       use.out.numel * use.out.classes, f"for the logits of {use.out_name} ({use.out})")
 
 

@@ -65,9 +65,34 @@ def _conv_facts(a: ConvArgs):
     return a.channels * n, (a.out_channels or a.channels) * n, a.time_embed
 
 
+# -- sizes, for the resource estimate (gfdsl.compile.cost): (parameters, floats, flops) with
+# floats the activations one input row keeps for the backward pass (pre- and
+# post-activation of each layer) and flops the multiply-adds x 2 of one row
+
+
+def _dense_size(dims: list[int]) -> tuple[int, int, int]:
+    params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    return params, 2 * sum(dims), 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def _mlp_size(a: MLPArgs):
+    return _dense_size([a.in_ + a.time_embed, *a.hidden, a.out])
+
+
+def _made_size(a: MADEArgs):
+    return _dense_size([a.in_ + a.time_embed, *a.hidden, a.in_ * a.out_per_dim])  # (its masks are buffers)
+
+
+def _conv_size(a: ConvArgs):
+    c, w, n, oc = a.channels, a.width, a.size * a.size, a.out_channels or a.channels
+    conv = 9 * (c * w + a.depth * w * w + w * oc)  # 3x3 kernels: in, depth blocks, out
+    params = conv + (a.depth + 2) * w + a.time_embed * w * a.depth + 2 * a.depth * w
+    return params, n * w * (3 * a.depth + 2), 2 * n * conv
+
+
 REGISTRY.add(Entry("mlp", "net", MLPArgs, "multi-layer perceptron, optional sinusoidal time embedding",
-                   info={"facts": _mlp_facts}))
+                   info={"facts": _mlp_facts, "size": _mlp_size}))
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
-                   info={"facts": _made_facts}))
+                   info={"facts": _made_facts, "size": _made_size}))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",
-                   info={"facts": _conv_facts}))
+                   info={"facts": _conv_facts, "size": _conv_size}))

@@ -135,6 +135,12 @@ class StateType:
         return n
 
     @property
+    def net_width(self) -> int:
+        """How many values the state gives a net's input: a categorical state goes in
+        one-hot (numel * K), every other type as its values (numel)."""
+        return self.numel * self.params[0] if self.dtype == "cat" else self.numel
+
+    @property
     def discrete_space(self) -> bool:
         return self.dtype in DISCRETE_TYPES
 

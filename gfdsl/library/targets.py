@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from gfdsl.files import relative_input
 from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosFloat, PosInt, Problem, StateType
 
 R, E = "reward", "energy"
@@ -33,6 +34,12 @@ class HypergridArgs(RewardArgs):
     r1: float = Field(default=0.5, ge=0)
     r2: float = Field(default=2.0, ge=0)
 
+    @model_validator(mode="after")
+    def _not_zero(self):
+        if self.r0 == 0 and self.r1 == 0 and self.r2 == 0:
+            raise ValueError("r0, r1 and r2 are all 0, so R = 0 on every state and R / Z is undefined")
+        return self
+
 
 class ModesArgs(RewardArgs):
     """hamming_modes(n = 8, beta = 3.0, seed = 0): n reference sequences drawn uniformly
@@ -50,6 +57,11 @@ class TableArgs(RewardArgs):
 
     file: str = Field(min_length=1)
     log: bool = False
+
+    @field_validator("file")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return relative_input(v, (".npy",))
 
 
 def _info(types: tuple[str, ...], need: str, rule=None, log_z=None, samples: bool = False) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gfdsl.errors import GfdslError, diag
+from gfdsl.files import Inputs
 
 
 def toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,8 +65,9 @@ def toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     raise KeyError(name)
 
 
-def load(dataset: dict, data_type: dict, spec_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, test) for the IR's dataset entry and the data node's attributes."""
+def load(dataset: dict, data_type: dict, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) for the IR's dataset entry and the data node's attributes; a file
+    named by the spec is found through `inputs` (gfdsl.files.Inputs)."""
     entry, a = dataset["entry"], dataset["args"]
     numel = int(np.prod(data_type["shape"]))
     if entry == "toy2d":
@@ -88,23 +90,19 @@ def load(dataset: dict, data_type: dict, spec_dir: Path) -> tuple[torch.Tensor, 
             t = torch.tensor(x / 8.0 - 1.0, dtype=torch.float32)
         return t[tr_i], t[te_i]
     if entry == "file":
-        path = spec_dir / a["path"]
-        if path.exists() and not path.resolve().is_relative_to(spec_dir.resolve()):
-            # the checker refuses '..' and absolute paths; this catches links that lead out
-            raise GfdslError([diag("E801", None, None, path=str(path),
-                                   why="it resolves to a file outside the spec's folder")])
-        return _file(path, data_type, numel)
+        return _file(inputs.resolve(a["path"]), data_type, numel)
     raise KeyError(entry)
 
 
-def _file(path: Path, data_type: dict, numel: int):
+def read_array(path: Path) -> np.ndarray:
+    """A .npy (no pickles) or .pt (one tensor, weights_only) file as a real numeric
+    array: finite-or-not is the caller's rule, but strings, objects and complex numbers
+    (whose imaginary part a cast would drop silently) are refused here, E801."""
     name = str(path)
 
     def bad(why: str):
         return GfdslError([diag("E801", None, None, path=name, why=why)])
 
-    if not path.is_file():
-        raise bad("no such file")
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -117,13 +115,27 @@ def _file(path: Path, data_type: dict, numel: int):
         raise
     except Exception as e:  # a corrupt or unreadable file: say so, no traceback
         raise bad(f"cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.fields is not None:
+        raise bad("expected a plain array, found a structured one")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise bad(f"dtype {arr.dtype} is complex; store the real values")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise bad(f"dtype {arr.dtype} is not numeric")
+    return arr
+
+
+def _file(path: Path, data_type: dict, numel: int):
+    name = str(path)
+
+    def bad(why: str):
+        return GfdslError([diag("E801", None, None, path=name, why=why)])
+
+    arr = read_array(path)
     if arr.ndim < 1 or arr.shape[0] < 2:
         raise bad(f"needs at least 2 examples along the first axis, got shape {tuple(arr.shape)}")
     flat = arr.reshape(arr.shape[0], -1)
     if flat.shape[1] != numel:
         raise bad(f"examples have {flat.shape[1]} values, but the data state has {numel}")
-    if not np.issubdtype(flat.dtype, np.number) and flat.dtype != np.bool_:
-        raise bad(f"dtype {flat.dtype} is not numeric")
     if np.issubdtype(flat.dtype, np.floating) and not np.isfinite(flat).all():
         raise bad("contains NaN or infinite values")
     if data_type["dtype"] == "binary" and not np.isin(flat, [0, 1]).all():

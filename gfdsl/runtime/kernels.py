@@ -35,6 +35,14 @@ class Kernel(nn.Module):
     bijective = False
     deterministic = False
     learned = True
+    in_classes = 0  # K where the state the kernel reads is cat(K): it reaches the net one-hot (set by lowering)
+
+    def _in(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+        """The net's input: the state read (one-hot (B, n * K) when categorical), then the
+        context states (already encoded by the chain)."""
+        if self.in_classes:
+            x = nn.functional.one_hot(x.long(), self.in_classes).flatten(1).float()
+        return _in(x, ctx)
 
     def dist(self, x, i, ctx=None) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -53,7 +61,7 @@ class Gaussian(Kernel):
         self.net, self.std, self.min_std = net, std, min_std
 
     def dist(self, x, i, ctx=None):
-        out = self.net(_in(x, ctx), _t(i))
+        out = self.net(self._in(x, ctx), _t(i))
         if self.std is not None:
             return diag_normal(out, torch.full_like(out, self.std))
         mu, log_var = out.chunk(2, dim=1)
@@ -66,7 +74,7 @@ class BernoulliK(Kernel):
         self.net = net
 
     def dist(self, x, i, ctx=None):
-        return Independent(Bernoulli(logits=self.net(_in(x, ctx), _t(i))), 1)
+        return Independent(Bernoulli(logits=self.net(self._in(x, ctx), _t(i))), 1)
 
 
 class CategoricalK(Kernel):
@@ -75,7 +83,7 @@ class CategoricalK(Kernel):
         self.net, self.k = net, classes
 
     def dist(self, x, i, ctx=None):
-        logits = self.net(_in(x, ctx), _t(i))
+        logits = self.net(self._in(x, ctx), _t(i))
         B = logits.shape[0]
         return Independent(Categorical(logits=logits.view(B, self.k, -1).transpose(1, 2)), 1)
 
@@ -132,11 +140,11 @@ class DDPMDenoiser(Kernel):
         self.decode_pos: int | None = None
 
     def eps_pred(self, x, i, ctx=None):
-        return self.net(_in(x, ctx), _t(i))
+        return self.net(self._in(x, ctx), _t(i))
 
     def mean(self, x, i, ctx=None):
         s = self.s
-        out = self.net(_in(x, ctx), _t(i))
+        out = self.net(self._in(x, ctx), _t(i))
         if self.param == "eps":
             return (x - s.eps_coef[i][:, None] * out) * s.inv_sqrt_alpha[i][:, None]
         return s.c0[i][:, None] * out + s.ct[i][:, None] * x

@@ -50,7 +50,8 @@ class Space(nn.Module):
             # unit_pad[a + 1]: the change action a makes, for a = -1 (padding), moves, exit
             self.register_buffer("unit_pad", nn.functional.pad(unit, (0, 0, 1, 1)), persistent=False)
         self.side = self.hi - self.lo + 1
-        self.n_states = (self.side ** size) if dtype != "seq" else sum(self.V ** k for k in range(size + 1))
+        self.n_states = (self.side ** size) if dtype != "seq" else (
+            size + 1 if self.V == 1 else (self.V ** (size + 1) - 1) // (self.V - 1))  # sum_k V^k, closed form
         # levels at which every action is allowed, so no mask is needed: a coordinate is
         # full after hi - lo moves at the earliest; exit "complete" is masked from the start
         self.free_levels = 0 if exit_when == "complete" or dtype == "seq" else self.hi - self.lo

@@ -11,13 +11,13 @@ in x (the Langevin parametrisation of a sampler's drift reads grad log R).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from gfdsl.errors import GfdslError, diag
+from gfdsl.files import Inputs
 from gfdsl.runtime.spaces import Space
 
 
@@ -36,7 +36,7 @@ class Target(nn.Module):
 class DiscreteReward(Target):
     """log R(s) (B,), clipped from below at log_min."""
 
-    def __init__(self, entry: str, args: dict, space: Space, spec_dir: Path | None = None, source=None, span=None):
+    def __init__(self, entry: str, args: dict, space: Space, inputs: Inputs | None = None):
         super().__init__()
         self.entry, self.space, self.log_min = entry, space, float(args["log_min"])
         self.args = dict(args)
@@ -46,7 +46,7 @@ class DiscreteReward(Target):
             self.register_buffer("modes", torch.randint(0, hi, (int(args["n"]), space.n), generator=g),
                                  persistent=False)
         if entry == "table":
-            self.register_buffer("table", _load_table(args, space, spec_dir, source, span), persistent=False)
+            self.register_buffer("table", _load_table(args, space, inputs or Inputs.beside(None)), persistent=False)
 
     # spaces up to this many states keep log R of every state, read by index (a hypergrid
     # reward is a dozen float64 operations per call, a lookup two)
@@ -79,25 +79,28 @@ class DiscreteReward(Target):
         return lr.clamp(min=self.log_min).float()
 
 
-def _load_table(args, space: Space, spec_dir, source, span) -> torch.Tensor:
-    path = (spec_dir or Path(".")) / args["file"]
+def _load_table(args, space: Space, inputs: Inputs) -> torch.Tensor:
+    from gfdsl.runtime.data import read_array
+
+    path = inputs.resolve(args["file"])
 
     def bad(why):
         return GfdslError([diag("E801", None, None, path=str(path), why=why)])
 
-    try:
-        a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise bad(f"cannot be read as .npy ({e})") from None
+    a = read_array(path)
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     if a.shape[0] != space.n_states:
         raise bad(f"it holds {a.shape[0]} values, but the space has {space.n_states} states")
     if args["log"]:
         if np.isnan(a).any() or np.isposinf(a).any():
             raise bad("log-rewards must be finite or -inf")
+        if np.isneginf(a).all():
+            raise bad("every log-reward is -inf (R = 0 everywhere): R / Z is undefined")
         return torch.from_numpy(a)
     if (a < 0).any() or not np.isfinite(a).all():
         raise bad("rewards must be finite and >= 0")
+    if not (a > 0).any():
+        raise bad("every reward is 0: R / Z is undefined")
     with np.errstate(divide="ignore"):
         return torch.from_numpy(np.log(a))
 
@@ -153,10 +156,10 @@ class Logistic(Target):
         return nn.functional.logsigmoid(self.k * (x[:, self.coord] - self.offset))
 
 
-def build(entry: str, args: dict, space: Space | None, spec_dir: Path | None) -> Target:
+def build(entry: str, args: dict, space: Space | None, inputs: Inputs) -> Target:
     """The run-time target of a reward or energy entry (IR form)."""
     if entry == "gaussian_mixture":
         return GaussianMixture(args)
     if entry == "logistic":
         return Logistic(args)
-    return DiscreteReward(entry, args, space, spec_dir)
+    return DiscreteReward(entry, args, space, inputs)

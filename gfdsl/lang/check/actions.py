@@ -15,7 +15,7 @@ from __future__ import annotations
 from gfdsl.lang import ast
 from gfdsl.lang.check.spec import EdgeInfo, KernelInfo, NodeInfo, TransitionInfo
 from gfdsl.lang.evaluate import Bad
-from gfdsl.library.actions import encoding_size, max_moves, space_size
+from gfdsl.library.actions import count_text, encoding_size, max_moves, space_size
 
 MAX_MOVES = 100_000  # actions in one model: the policy nets output one logit each
 EXACT_LIMIT = 1 << 22  # states enumerated by exact evaluation
@@ -189,10 +189,12 @@ class Actions:
     def _space_facts(self, state, actions) -> None:
         moves, ex = actions
         t = state.type
+        n = space_size(t)
+        # n_states is exact below 2^62 (JSON and int64 hold it) and None above; `states` says it in words
         self.out.space = dict(state=state.id, dtype=t.dtype, params=list(t.params), size=t.numel,
-                              n_states=space_size(t), encoding=encoding_size(t), n_moves=len(moves),
-                              max_moves=max_moves(t), exit=ex["args"]["when"],
-                              enumerable=space_size(t) <= EXACT_LIMIT)
+                              n_states=n if n < 2 ** 62 else None, states=count_text(n), encoding=encoding_size(t),
+                              n_moves=len(moves), max_moves=max_moves(t), exit=ex["args"]["when"],
+                              enumerable=n <= EXACT_LIMIT)
         self.out.actions = moves + [ex]
 
     def _desugar(self, state, actions, pol) -> None:

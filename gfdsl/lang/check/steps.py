@@ -176,7 +176,7 @@ class Steps:
             self._facts = ({n: v["facts"] for n, v in self.out.nets.items()},
                            {n: v["length"] for n, v in self.out.schedules.items()})
         use = KernelUse(direction, nodes[inp].type, nodes[out].type, inp, out,
-                        sum(nodes[c].type.numel for c in ctx) if direction == "forward" else 0,
+                        sum(nodes[c].type.net_width for c in ctx) if direction == "forward" else 0,
                         *self._facts, n_steps, nodes[self.out.data_node].type if self.out.data_node else None,
                         tuple(prior.args["value"]) if prior is not None and prior.entry == "point" else
                         () if getattr(self, "_source_bad", False) else None,
