@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("eval", help="estimate the test log-likelihood of a trained run")
     c.add_argument("run", metavar="RUN")
-    c.add_argument("--k", type=_pos_int, help="backward trajectories per point (default: the spec's eval_k)")
-    c.add_argument("--n", type=_pos_int, help="test points (default: all)")
+    c.add_argument("--k", "--eval-k", type=_pos_int, help="backward trajectories per point (default: the spec's eval_k)")
+    c.add_argument("--n", "--eval-n", type=_pos_int, help="test points (default: all)")
     c.add_argument("--device", default="cpu")
 
     c = sub.add_parser("explain", help="explain an error code")

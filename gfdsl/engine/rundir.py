@@ -80,7 +80,7 @@ def check_flags(opts: RunOptions) -> None:
 
 
 def check_cost(c: Compiled, batch: int, eval_n: int | None, eval_k: int | None, max_memory: int | None,
-               device: torch.device | None = None) -> None:
+               device: torch.device | None = None, memory: bool = True) -> None:
     """Refuse, before anything is allocated or written, a run whose estimated memory
     exceeds the limit or whose evaluation would take hours (E807, with the estimate)."""
     from gfdsl.compile.cost import CPU_FLOPS, EVAL_FLOPS_LIMIT, available_memory, duration, estimate, human
@@ -91,7 +91,7 @@ def check_cost(c: Compiled, batch: int, eval_n: int | None, eval_k: int | None, 
         limit, where = torch.cuda.mem_get_info(device)[0], "free on the GPU"
     elif limit is None:
         limit, where = available_memory(), "available"
-    if limit is not None and cost.total > limit:
+    if memory and limit is not None and cost.total > limit:
         big = sorted(cost.rows, key=lambda r: -r[1])[:2]
         raise GfdslError([diag("E807", None, None, path="estimate", what="this run", need=f"{human(cost.total)} of memory",
                                limit=f"{human(limit)} ({where})",
@@ -287,6 +287,15 @@ def _on_decoder_grid(c: Compiled, *sets: torch.Tensor) -> None:
 # -- trained models -------------------------------------------------------------------------------
 
 
+def load_checked(run: Path) -> Compiled:
+    """A run's spec.gfn, checked with the run's overrides (no torch work)."""
+    if not (run / "spec.gfn").is_file():
+        raise GfdslError([diag("E803", None, None, path=str(run), why="it holds no spec.gfn",
+                               hint="pass a folder written by `gfdsl run`")])
+    info = read_run(run) if (run / "run.json").is_file() else {}
+    return check_file(run / "spec.gfn", info.get("overrides") or {})
+
+
 def load_model(run: Path, device: str = "cpu"):
     """Rebuild a run's model from its spec.gfn and checkpoint (refusing a changed spec)."""
     from gfdsl.compile.lower import lower
@@ -368,10 +377,13 @@ def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int
 def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dict:
     from gfdsl.engine.evaluate import evaluate
 
+    c0 = load_checked(Path(run))
+    s = c0.graph.graph["train"]
+    ds = c0.graph.graph["dataset"] or {"args": {}}
+    check_cost(c0, s["batch"], n or ds["args"].get("n_test") or 2000, k or s["eval_k"], None, memory=False)  # refuse hours of work first
     c, model, step, inputs = load_model(Path(run), device)
     model.eval()
     _, test_x = load_data(c, inputs)
-    s = c.graph.graph["train"]
     ev = evaluate(model, test_x, k or s["eval_k"], n, s["seed"])
     ev["step"] = step
     return ev
