@@ -373,3 +373,31 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeypat
     from gfdsl.engine.checkpoint import read_checkpoint
     _, meta = read_checkpoint(tmp_path / "run" / CKPT)
     assert meta["step"] == "2" and not (tmp_path / "run" / f".{CKPT}.tmp").exists()
+
+
+# -- fuzzing past the front end: a small sample (bench/fuzz.py --deep runs many) -----------------------
+
+
+def test_mutants_that_check_run_sample_and_evaluate_without_internal_errors(tmp_path, capsys):
+    import random
+
+    from gfdsl.testing import mutate, outcome
+
+    rng = random.Random(7)
+    texts = [p.read_text() for p in sorted(SPECS.glob("*.gfn"))]
+    picked = []
+    while len(picked) < 3:
+        text = mutate(rng.choice(texts), rng, rng.randint(1, 3))
+        if outcome(text)[0] == "ok":
+            picked.append(text)
+    for i, text in enumerate(picked):
+        spec, run = tmp_path / f"m{i}.gfn", tmp_path / f"run{i}"
+        spec.write_text(text)
+        extra = ["--prior-steps", 2] if " then rtb" in text else []
+        rc, out = run_cli(capsys, "run", spec, "--steps", 2, "--eval-n", 10, "--no-progress", "--out", run,
+                          "--max-memory", "8G", *extra)
+        assert rc in (0, 1) and "internal error" not in out, out
+        if rc == 0:
+            for cmd in (["sample", run, "-n", 5], ["eval", run, "--n", 10]):
+                rc, out = run_cli(capsys, *cmd)
+                assert rc in (0, 1) and "internal error" not in out, out
