@@ -78,6 +78,13 @@ def decode_source(name: str, data: bytes) -> Source:
     return src
 
 
+def umask() -> int:
+    """The process's umask (os.umask can only be read by setting it)."""
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -93,9 +100,7 @@ def atomic_write(path: str, data: bytes) -> None:
         try:
             mode = os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+            mode = 0o666 & ~umask()
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:

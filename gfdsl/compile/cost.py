@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from gfdsl.ir.graph import numel
 from gfdsl.library.registry import REGISTRY
 
 F32 = 4
@@ -107,13 +108,6 @@ def _net_sizes(G: dict) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def _numel(node: dict) -> int:
-    p = 1
-    for s in node["shape"]:
-        p *= s
-    return p
-
-
 def _per_step(g: nx.DiGraph, sizes: dict) -> tuple[list[tuple[int, int]], int]:
     """For a chain, each step's (activation floats, flops) per trajectory -- the nets of
     its forward and backward kernels -- and the widest state."""
@@ -129,7 +123,7 @@ def _per_step(g: nx.DiGraph, sizes: dict) -> tuple[list[tuple[int, int]], int]:
                 act += sizes[net][1]
                 flops += sizes[net][2]
         steps.append((act, flops))
-    width = max((_numel(v) for _, v in g.nodes(data=True) if "shape" in v), default=0)
+    width = max((numel(v) for _, v in g.nodes(data=True) if "shape" in v), default=0)
     return steps, width
 
 

@@ -23,6 +23,7 @@ from gfdsl.engine.chain import Chain, Plan, PlanStep
 from gfdsl.engine.module import GfnModel
 from gfdsl.engine.objectives import Objective
 from gfdsl.files import Inputs
+from gfdsl.ir.graph import numel
 from gfdsl.errors import GfdslError, diag
 from gfdsl.lang.source import Source, Span
 from gfdsl.runtime import kernels as K
@@ -92,11 +93,6 @@ def chain(g: nx.DiGraph) -> list[str]:
     return order[::-1]
 
 
-def _numel(node: dict) -> int:
-    p = 1
-    for s in node["shape"]:
-        p *= s
-    return p
 
 
 def _chain(g: nx.DiGraph, nets: nn.ModuleDict, inputs: Inputs, source) -> Chain:
@@ -104,7 +100,7 @@ def _chain(g: nx.DiGraph, nets: nn.ModuleDict, inputs: Inputs, source) -> Chain:
     nodes = g.nodes
     schedules = nn.ModuleDict({n: Schedule(s["entry"], s["args"]) for n, s in G["schedules"].items()})
     order = chain(g)
-    n_data = _numel(nodes[G["data"]])
+    n_data = numel(nodes[G["data"]])
     kernels = nn.ModuleDict()
     uses = _first_uses(g)
     for kid, k in G["kernels"].items():
@@ -134,7 +130,7 @@ def _kernel_of(g, use: tuple, k: dict, nets, schedules, n_data: int) -> nn.Modul
     inp = g.nodes[a if k["role"] == "forward" else b]
     T = g.graph["transitions"][d["transition"]]
     n_steps = T["hi"] - T["lo"] + 1 if T["var"] else 1
-    kernel = _kernel(k, nets, schedules, out, _numel(out), n_data, n_steps)
+    kernel = _kernel(k, nets, schedules, out, numel(out), n_data, n_steps)
     if inp["dtype"] == "cat":  # the checker sized the net for this state one-hot (StateType.net_width)
         kernel.in_classes = inp["params"][0]
     return kernel
@@ -151,7 +147,7 @@ def _source(g, inputs: Inputs) -> nn.Module | None:
     if not src["prior"]:
         return None
     p = G["kernels"][src["prior"]]
-    return K.Prior(p["entry"], p["args"], _numel(src), src["dtype"], src["params"][0] if src["params"] else 2)
+    return K.Prior(p["entry"], p["args"], numel(src), src["dtype"], src["params"][0] if src["params"] else 2)
 
 
 def _plan(g, order: list[str]) -> Plan:
@@ -254,7 +250,7 @@ def _prior(g: nx.DiGraph, space: Chain) -> tuple[nn.ModuleDict, Chain]:
     used = {_key(str(k["args"]["net"])) for k in fwd.values() if "net" in k["args"]}
     prior_nets = nn.ModuleDict({n: N.build(G["nets"][n.replace(":", ".")]["entry"],
                                            G["nets"][n.replace(":", ".")]["args"]) for n in sorted(used)})
-    n_data = _numel(g.nodes[G["data"]])
+    n_data = numel(g.nodes[G["data"]])
     uses = _first_uses(g)
     kernels = nn.ModuleDict({_key(kid): _kernel_of(g, uses[kid], k, prior_nets, space.schedules, n_data)
                              for kid, k in fwd.items()})

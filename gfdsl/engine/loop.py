@@ -11,7 +11,6 @@ step), log, evaluation and checkpoint points, a posterior's stage boundary, IPF 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from gfdsl.engine.checkpoint import CKPT, read_latest, restore_model, restore_op
 from gfdsl.engine.evaluate import draw_samples, evaluate
 from gfdsl.engine.module import param_groups
 from gfdsl.engine.rundir import (
-    RunOptions, check_cost, check_flags, check_out, input_copies, load_data, load_prior, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
+    RunOptions, check_cost, check_flags, check_out, input_copies, json_bytes, load_data, load_prior, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
     start_dir, truncate_metrics, write_json,
 )
 from gfdsl.errors import GfdslError, diag
@@ -115,7 +114,7 @@ def _start_dir(su: Setup, device: torch.device, ranks) -> None:
         "device": str(device), "device_request": su.device, "threads": su.threads, "compile": su.compile,
         "amp": su.amp, "eval_k": su.eval_k, "train": su.c.graph.graph["train"], "nproc": ranks.world, **su.record}
     start_dir(su.out, {"spec.gfn": su.c.source.text.encode("utf-8"),
-                       "run.json": (json.dumps(info, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+                       "run.json": json_bytes(info),
                        **input_copies(su.record, su.inputs)})
 
 

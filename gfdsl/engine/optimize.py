@@ -93,11 +93,7 @@ class Loop:
                 loss, terms = self.loss_fn(run.train_x[idx], step - 1)
         except NonFiniteLogits as e:
             self.fail_if_bad()  # an earlier non-finite loss or gradient is the first cause: name it
-            kept = f"the last good checkpoint (step {self.good_step}) is kept in {self.su.out}" if self.good_step \
-                else "no checkpoint had been written yet"
-            raise GfdslError([diag("E804", None, None, path=str(self.su.out), step=step,
-                                   why=f"{e} (no action was drawn from them)",
-                                   hint=f"lower the learning rate or set grad_clip in the train block; {kept}")]) from None
+            raise stopped(self.su.out, step, f"{e} (no action was drawn from them)", self.good_step) from None
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -248,6 +244,11 @@ def bad_step_error(out, step: int, health: list[bool], terms: dict[str, bool], g
         why += f"; the first non-finite value: log R of the sampled states, from the {bad[0]}"
     elif bad:
         why += f"; first non-finite log-probability: {bad[0]}"
+    return stopped(out, step, why, good_step)
+
+
+def stopped(out, step: int, why: str, good_step: int) -> GfdslError:
+    """E804: the run stopped at `step` for `why`, saying which checkpoint is kept."""
     kept = f"the last good checkpoint (step {good_step}) is kept in {out}" if good_step else \
         "no checkpoint had been written yet"
     return GfdslError([diag("E804", None, None, path=str(out), step=step, why=why,

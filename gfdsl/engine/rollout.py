@@ -185,17 +185,7 @@ class Rollouts:
         states, acts, pos = _rebuild(sp, s0, packed, drawn)
         if not score:
             return Trajectory(states, actions=acts)
-        # the kept row of each transition: deduped steps (the first ones) through their
-        # inverse, every later step row by row
-        crow = [off + inv for off, inv in shared] + [torch.arange(first, n_kept, device=dev)]
-        row = torch.zeros(acts.numel(), dtype=torch.long, device=dev)
-        row[pos] = torch.cat(crow)
-        k_states, k_out, k_hidden = zip(*kept)
-        k_out = torch.cat(k_out)
-        if not bool(torch.isfinite(k_out).all()):  # one check per rollout: its actions are never used
-            raise NonFiniteLogits(None)
-        return Trajectory(states, actions=acts, kept=Kept(torch.cat(k_states) - hot, k_out,
-                                                          [torch.cat(h) for h in zip(*k_hidden)], row))
+        return Trajectory(states, actions=acts, kept=_kept(kept, shared, first, n_kept, acts, pos, hot))
 
     def _rollout_table(self, B: int, explore: bool, score: bool) -> Trajectory:
         """The rollout over state indices: P_F of every state from one net call, children
@@ -298,6 +288,22 @@ def _evaluator(net, sp, gather: bool, score: bool, ar: torch.Tensor):
         out, keep = net.forward_keep(x) if score else (net(x), None)
         return out, keep, None
     return f
+
+
+def _kept(kept: list, shared: list, first: int, n_kept: int, acts: torch.Tensor, pos: torch.Tensor, hot) -> Kept:
+    """What the compact rollout keeps for the loss's replay: the evaluated states, the
+    net's outputs and hidden layers, and the kept row of each transition (deduped steps --
+    the first ones -- through their inverse, every later step row by row). Non-finite
+    outputs raise NonFiniteLogits: one check per rollout, before its actions are used."""
+    dev = acts.device
+    crow = [off + inv for off, inv in shared] + [torch.arange(first, n_kept, device=dev)]
+    row = torch.zeros(acts.numel(), dtype=torch.long, device=dev)
+    row[pos] = torch.cat(crow)
+    k_states, k_out, k_hidden = zip(*kept)
+    k_out = torch.cat(k_out)
+    if not bool(torch.isfinite(k_out).all()):
+        raise NonFiniteLogits(None)
+    return Kept(torch.cat(k_states) - hot, k_out, [torch.cat(h) for h in zip(*k_hidden)], row)
 
 
 def _masked(sp, out, pen, s_eval, s, inv, t: int, k: int, explore: bool, tau: float, coin):

@@ -32,7 +32,7 @@ import torch
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine.checkpoint import CKPT, read_checkpoint, restore_model, spec_hash
 from gfdsl.errors import GfdslError, diag
-from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest
+from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest, umask
 
 
 @dataclass
@@ -87,9 +87,9 @@ def check_cost(c: Compiled, batch: int, eval_n: int | None, eval_k: int | None, 
 
     cost = estimate(c.graph, batch, eval_n, eval_k)
     limit, where = max_memory, "--max-memory"
-    if limit is None and device is not None and device.type == "cuda":
+    if memory and limit is None and device is not None and device.type == "cuda":
         limit, where = torch.cuda.mem_get_info(device)[0], "free on the GPU"
-    elif limit is None:
+    elif memory and limit is None:
         limit, where = available_memory(), "available"
     if memory and limit is not None and cost.total > limit:
         big = sorted(cost.rows, key=lambda r: -r[1])[:2]
@@ -116,8 +116,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def json_bytes(obj) -> bytes:
+    """How run.json and summary.json are written: indented, keys sorted, a final newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def write_json(path: Path, obj) -> None:
-    atomic_write(str(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write(str(path), json_bytes(obj))
 
 
 def npy_bytes(a: np.ndarray) -> bytes:
@@ -168,7 +173,7 @@ def start_dir(out: Path, files: dict[str, bytes]) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         os.rename(tmp, out)
     except OSError as e:
         if tmp is not None:
@@ -176,12 +181,6 @@ def start_dir(out: Path, files: dict[str, bytes]) -> None:
         why = "another run took it first" if e.errno in (errno.ENOTEMPTY, errno.EEXIST) else e.strerror or str(e)
         raise GfdslError([diag("E803", None, None, path=str(out), why=why,
                                hint="check that the parent folder is writable and the disk has room")]) from None
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
 
 
 def read_run(out: Path) -> dict:
@@ -296,17 +295,17 @@ def load_checked(run: Path) -> Compiled:
     return check_file(run / "spec.gfn", info.get("overrides") or {})
 
 
-def load_model(run: Path, device: str = "cpu"):
-    """Rebuild a run's model from its spec.gfn and checkpoint (refusing a changed spec)."""
+def load_model(run: Path, device: str = "cpu", c: Compiled | None = None):
+    """Rebuild a run's model from its spec.gfn (checked here unless `c` is that check,
+    load_checked's) and checkpoint, refusing a changed spec."""
     from gfdsl.compile.lower import lower
 
-    spec = run / "spec.gfn"
     ckpt = run / CKPT
-    if not spec.is_file() or not ckpt.is_file():
+    if not (run / "spec.gfn").is_file() or not ckpt.is_file():
         raise GfdslError([diag("E803", None, None, path=str(run), why=f"it holds no spec.gfn and {CKPT}",
                                hint="pass a folder written by `gfdsl run`")])
     info = read_run(run) if (run / "run.json").is_file() else {}
-    c = check_file(spec, info.get("overrides") or {})
+    c = c or load_checked(run)
     inputs = run_inputs(run, info)
     tensors, meta = read_checkpoint(ckpt)
     if meta.get("spec_hash") != spec_hash(c.source.text):
@@ -322,12 +321,11 @@ def load_prior(model, c: Compiled, run: str) -> None:
     """A posterior's frozen prior (and the posterior's start) from a data-trained run:
     the run's model must be this posterior's prior -- the same forward kernels, nets,
     schedules and data state -- and its checkpoint's nets are loaded."""
-    path, spec = Path(run) / CKPT, Path(run) / "spec.gfn"
-    if not path.is_file() or not spec.is_file():
+    path = Path(run) / CKPT
+    if not path.is_file() or not (Path(run) / "spec.gfn").is_file():
         raise GfdslError([diag("E803", None, None, path=str(run), why=f"it holds no spec.gfn and {CKPT}",
                                hint="--prior takes the folder of a finished `gfdsl run` of the prior")])
-    info = json.loads((Path(run) / "run.json").read_text()) if (Path(run) / "run.json").is_file() else {}
-    other = check_file(spec, info.get("overrides") or {}).graph.graph
+    other = load_checked(Path(run)).graph.graph
     diff = _prior_difference(c.graph.graph, other)
     if diff:
         raise GfdslError([diag("E803", None, None, path=str(run), why=f"its model is not this posterior's prior: {diff}",
@@ -377,11 +375,12 @@ def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int
 def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dict:
     from gfdsl.engine.evaluate import evaluate
 
-    c0 = load_checked(Path(run))
-    s = c0.graph.graph["train"]
-    ds = c0.graph.graph["dataset"] or {"args": {}}
-    check_cost(c0, s["batch"], n or ds["args"].get("n_test") or 2000, k or s["eval_k"], None, memory=False)  # refuse hours of work first
-    c, model, step, inputs = load_model(Path(run), device)
+    c = load_checked(Path(run))
+    s = c.graph.graph["train"]
+    ds = c.graph.graph["dataset"] or {"args": {}}
+    # hours of work are refused before the model is built
+    check_cost(c, s["batch"], n or ds["args"].get("n_test") or 2000, k or s["eval_k"], None, memory=False)
+    c, model, step, inputs = load_model(Path(run), device, c)
     model.eval()
     _, test_x = load_data(c, inputs)
     ev = evaluate(model, test_x, k or s["eval_k"], n, s["seed"])

@@ -38,6 +38,14 @@ from gfdsl.lang.check import CheckedSpec
 from gfdsl.lang.source import Span
 
 
+def numel(node: dict) -> int:
+    """Values in one state of an IR state node (the product of its shape)."""
+    p = 1
+    for s in node["shape"]:
+        p *= s
+    return p
+
+
 def build(spec: CheckedSpec) -> nx.DiGraph:
     """CheckedSpec -> SpecGraph (a networkx DiGraph with plain attributes)."""
     g = nx.DiGraph()
