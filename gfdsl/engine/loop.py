@@ -76,9 +76,7 @@ def _setup(spec: str | None, opts: RunOptions, overrides: dict | None, resume: s
     inputs = Inputs.beside(c.source.path)
     s0 = c.graph.graph["train"]
     prior_steps = _prior_steps(c, opts)
-    out = Path(opts.out or f"runs/{Path(spec).stem}")
-    check_out(out)  # before anything is read or built: start_dir checks again as it creates the folder
-    return Setup(c, str(spec), out, overrides or {},
+    return Setup(c, str(spec), Path(opts.out or f"runs/{Path(spec).stem}"), overrides or {},
                  prior_steps + (opts.steps or s0["steps"]), prior_steps, opts.batch or s0["batch"],
                  opts.lr or s0["lr"], s0["seed"] if opts.seed is None else opts.seed, opts.threads, opts.device,
                  opts.compile, opts.amp, opts.eval_k or s0["eval_k"], opts.prior, inputs, record_inputs(c, inputs))
@@ -174,6 +172,10 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     resumed ends bit for bit where an uninterrupted one would (CPU, same thread count)."""
     su = _setup(spec, opts, overrides, resume)
     ranks = distributed.launched()
+    if not su.resume and ranks.main:
+        # rank 0 alone makes the folder, so rank 0 alone may refuse it (another rank would find
+        # the folder rank 0 already made); before anything is built, and start_dir checks again
+        check_out(su.out)
     device = distributed.init(ranks, resolve_device(su.device))
     check_cost(su.c, su.batch, opts.eval_n, su.eval_k, opts.max_memory, device)
     torch.set_num_threads(max(1, su.threads))
