@@ -16,7 +16,7 @@ from gfdsl.ir import render
 from tests.conftest import SPECS
 
 FAMILIES = {"ddpm", "hvae", "schrodinger_bridge", "autoregressive", "realnvp", "mle_gfn", "hypergrid", "bitseq",
-            "sampler_gmm", "posterior_ddpm", "bridge_moons_8gaussians"}
+            "sampler_gmm", "sampler_gmm25", "sampler_funnel", "sampler_manywell", "posterior_ddpm", "bridge_moons_8gaussians"}
 
 
 def test_every_family_of_the_design_has_a_spec():

@@ -78,7 +78,8 @@ def test_controlled_sde_is_brownian_motion_at_start_and_langevin_adds_the_score(
     k = m.space.kernels["step1:forward"]
     with torch.no_grad():
         k.net.body[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.0, 1.0]))
-    drift = k.drift(x, i)
+    drift, lv = k.drift(x, i)
+    assert lv is None
     want = -(x - torch.tensor([1.0, -2.0])) / 0.25
     assert torch.allclose(drift, want, atol=1e-4)
 

@@ -306,7 +306,8 @@ def cmd_run(a) -> int:
     out = a.resume or opts.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
     print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
           + _result_line(s))
-    print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png}")
+    logz = ", logz.png" if os.path.exists(os.path.join(out, "logz.png")) else ""
+    print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png" + logz + "}")
     return 0
 
 
@@ -325,6 +326,8 @@ def _result_line(s: dict) -> str:
     parts = [f"log Z-hat {s['log_z_elbo']:.3f} (ELBO), {s['log_z_iw']:.3f} (importance-weighted)"]
     if "delta_log_z" in s:
         parts.append(f"Delta log Z {s['delta_log_z']:.3f}, Delta log Z^RW {s['delta_log_z_rw']:.3f}")
+    if "eubo" in s:
+        parts.append(f"EUBO {s['eubo']:.3f}")
     if "w2" in s:
         parts.append(f"W2 {s['w2']:.3f}")
     if "modes" in s:

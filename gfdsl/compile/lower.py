@@ -64,19 +64,12 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
         model.with_replay(template)
     for k in getattr(space, "kernels", {}).values():
         if isinstance(k, S.ControlledSDE) and k.langevin:
-            k.grad_log_r = _grad_log_r(reward)
+            k.grad_log_r = reward.grad_log_r
     if any(t["term"] == "rtb" for t in G["objective"]):
         model.prior_nets, model.prior_chain = _prior(g, space)
     stages = [G["prior_objective"], G["objective"]] if G["prior_objective"] else [G["objective"]]
     model.objective = Objective(model, stages, int(G["train"]["prior_steps"]), source)
     return model
-
-
-def _grad_log_r(reward):
-    def grad(x: torch.Tensor) -> torch.Tensor:
-        return torch.autograd.grad(reward(x).sum(), x)[0]
-
-    return grad
 
 
 # -- chains of explicit steps --------------------------------------------------------------------
@@ -236,7 +229,7 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int, n_step
     if e == "truncate":
         return K.Truncate()
     if e == "controlled_sde":
-        return S.ControlledSDE(net, a["sigma"], n_steps, a["langevin"], n_out)
+        return S.ControlledSDE(net, a["sigma"], n_steps, a["langevin"], n_out, a["learned_variance"])
     if e == "brownian_bridge":
         return S.BrownianBridge(a["sigma"], n_steps)
     raise KeyError(e)

@@ -141,7 +141,7 @@ class Branching(Rollouts, nn.Module):
 
     # -- flows ------------------------------------------------------------------------------------
 
-    def log_flows(self, t: Trajectory, log_r: torch.Tensor, net: nn.Module):
+    def log_flows(self, t: Trajectory, log_r: torch.Tensor, net: nn.Module, looking=None):
         """log F at positions 0..T (T + 1, B): the flow net up to the last state, R(x) at
         the node after exit; and which positions are nodes of the trajectory."""
         T, B = t.actions.shape

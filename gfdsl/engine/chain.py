@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
 
 from gfdsl.engine.trajectory import Trajectory
+from gfdsl.runtime.kernels import DiagNormal
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ class Chain(nn.Module):
         return len(self.plan.steps)
 
     def _pos(self, step: PlanStep, n: int) -> torch.Tensor:
-        return torch.full((n,), step.pos, dtype=torch.long, device=self.device)
+        """The step's position for a batch of n (n,): one value as a stride-0 view, which
+        nets with a step embedding read once for the batch (MLP._shared_step)."""
+        return torch.full((1,), step.pos, dtype=torch.long, device=self.device).expand(n)
 
     def _ctx(self, step: PlanStep, states):
         """The context states of a step as one net input (B, sum of widths); categorical
@@ -242,14 +244,19 @@ class Chain(nn.Module):
         for r, j in enumerate(group):
             out[j] = lp[r]
 
-    def log_flows(self, t: Trajectory, log_r: torch.Tensor, net: nn.Module):
+    def log_flows(self, t: Trajectory, log_r: torch.Tensor, net: nn.Module, looking=None):
         """log F at positions 0..T (T + 1, B) for db and subtb: the flow net on each state
         and its position (one batched call), R(x) at the terminal state; every position
-        is a node of every trajectory."""
+        is a node of every trajectory. Forward-looking (`looking` the target's log R):
+        log F(x_j) = net(x_j) + (j / T) log R(x_j), the energy interpolated along the
+        chain from 0 at the source to log R at the end."""
         T, n = self.T, t.batch
         xs = torch.cat([t.states[j] for j in range(T)])
         ii = torch.cat([self._pos(s, n) for s in self.plan.steps])  # the step leaving state j
         f = net(xs.float(), (ii + 1).float())[:, 0].view(T, n)
+        if looking is not None:
+            frac = torch.arange(T, device=f.device, dtype=f.dtype)[:, None] / T  # t_j = j / T (T, 1)
+            f = f + frac * looking(xs).view(T, n)
         return torch.cat([f, log_r[None]]), None
 
     @property
@@ -264,10 +271,9 @@ class Chain(nn.Module):
 def _draw(k, d, explore: float, i: torch.Tensor) -> torch.Tensor:
     """A sample of d, or -- exploring -- of d with its Gaussian widened by the kernel's
     exploration scale (added in quadrature to each coordinate's standard deviation)."""
-    if explore > 0 and isinstance(d, Independent) and isinstance(d.base_dist, Normal):
-        base = d.base_dist
+    if explore > 0 and isinstance(d, DiagNormal):
         extra = k.exploration_scale(explore, i)  # (B, 1) or a float
-        scale = (base.scale ** 2 + extra ** 2).sqrt()
+        scale = (d.scale ** 2 + extra ** 2) ** 0.5
         with torch.no_grad():
-            return base.loc + scale * torch.randn_like(base.loc)
+            return d.loc + scale * torch.randn_like(d.loc)
     return d.sample()

@@ -11,7 +11,9 @@ w = log R(x) + log P_B(tau | x) - log P(s_0) - log P_F(tau):
   and where the target knows log Z: delta_log_z = log Z - log_z_elbo, delta_log_z_rw =
   log Z - log_z_iw; on enumerable spaces the exact terminating distribution against
   R / Z (exact L1); where the target draws exact samples, the 2-Wasserstein distance to
-  as many exact samples (an exact assignment); for mixtures, the samples per mode.
+  as many exact samples (an exact assignment) and the evidence upper bound `eubo` (the
+  mean of w on backward trajectories from exact samples; `elbo` <= log Z <= `eubo`);
+  for mixtures, the samples per mode.
 A posterior's log-weights read its frozen prior instead of P_B and the source:
 w = log R(x) + log P_F^prior(tau) - log P_F(tau), so log_z_* estimate log of
 Z = E_prior[R(x)].
@@ -88,15 +90,27 @@ def reward_metrics(model, seed: int, n: int = 2000) -> dict:
     log_z = out.get("log_z_true") if log_z is None else log_z
     if log_z is not None and model.prior_chain is None:
         out.update(log_z_true=log_z, delta_log_z=log_z - out["log_z_elbo"], delta_log_z_rw=log_z - out["log_z_iw"])
-    if getattr(model.reward, "can_sample", False):  # an exact assignment: O(m^2) memory, m <= W2_MAX
-        m = min(n, W2_MAX)
-        exact = model.reward.sample(m).to(x.device)
-        out["w2_squared"] = w2_squared(x[:m].float(), exact)
+    if getattr(model.reward, "can_sample", False):
+        exact = model.reward.sample(n).to(x.device)
+        if model.prior_chain is None:
+            out["elbo"], out["eubo"] = out["log_z_elbo"], eubo(model, exact)
+        m = min(n, W2_MAX)  # an exact assignment: O(m^2) memory, m <= W2_MAX
+        out["w2_squared"] = w2_squared(x[:m].float(), exact[:m])
         out["w2"] = math.sqrt(out["w2_squared"])
     modes = model.reward.centres()
     if modes is not None:
         out["modes"] = mode_counts(x.float(), modes, model.reward)
     return out
+
+
+@torch.no_grad()
+def eubo(model, exact: torch.Tensor) -> float:
+    """The evidence upper bound E_{x ~ R/Z, tau ~ P_B(.|x)}[log R(x) + log P_B(tau|x) -
+    log P_F(tau)] >= log Z, on backward trajectories from exact samples of the target
+    (Blessing et al. 2024; Sendera et al. 2024, section 5): the gap to log Z is KL(P_B
+    R/Z || P_F), so it reads mode collapse that the ELBO hides."""
+    t = model.space.backward(exact)
+    return float(log_weights(model, t).mean())
 
 
 def mode_counts(x: torch.Tensor, modes: torch.Tensor, reward) -> dict:

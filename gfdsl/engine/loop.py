@@ -24,7 +24,7 @@ from gfdsl.engine.evaluate import draw_samples, evaluate
 from gfdsl.engine.module import param_groups
 from gfdsl.engine.rundir import (
     RunOptions, check_cost, check_flags, check_out, input_copies, json_bytes, load_data, load_prior, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
-    start_dir, truncate_metrics, write_json,
+    eval_points, start_dir, truncate_metrics, write_json,
 )
 from gfdsl.errors import GfdslError, diag
 from gfdsl.files import Inputs, atomic_write
@@ -216,6 +216,10 @@ def _finish(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
     else:
         test = run.test_x.cpu().numpy()
         plots.plot_samples(samples, test, su.out / "samples.png", title)
+    points = eval_points(su.out / "metrics.jsonl")
+    if points:  # eval_every: the log Z-hat curve beside the samples
+        plots.plot_log_z(points + [{"step": su.steps, "eval": ev}], ev.get("log_z_true"), su.out / "logz.png",
+                         f"{G['name']}: log Z estimates over training")
     done = su.steps - run.start
     summary = {
         "spec": su.spec, "model": G["name"], "steps": su.steps, "prior_steps": su.prior_steps, "batch": su.batch,

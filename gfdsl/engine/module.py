@@ -41,6 +41,7 @@ class GfnModel(nn.Module):
         self.log_Z = nn.Parameter(torch.zeros(())) if terms & {"tb", "rtb"} else None
         train = attrs["train"]
         self.replay = None
+        self.local_search: dict | None = None  # MALA rounds on the buffer (gfdsl.engine.localsearch)
         self.exploration = (float(train["exploration"]), int(train["exploration_steps"]))
         self.data_fraction = float(train["data_fraction"])  # a posterior: batch share drawn back from data
         self.prior_nets = self.prior_chain = None
@@ -49,7 +50,11 @@ class GfnModel(nn.Module):
 
     def with_replay(self, template: torch.Tensor) -> None:
         train = self.spec["train"]
-        self.replay = Replay(int(train["replay"]), float(train["replay_fraction"]), template)
+        self.replay = Replay(int(train["replay"]), float(train["replay_fraction"]), template,
+                             train["replay_priority"], float(train["rank_weight"]), float(train["ld_step"]))
+        if train["local_search"]:
+            self.local_search = {"steps": int(train["local_search"]), "every": int(train["local_search_every"]),
+                                 "batch": int(train["local_search_batch"] or train["batch"])}
 
     @property
     def device(self) -> torch.device:

@@ -150,7 +150,8 @@ class Objective:
             return v
         t.log_pf, t.log_pb = lpf, lpb
         if name in ("db", "subtb"):
-            f, node = model.space.log_flows(t, log_r, model.nets[args["flow"]])
+            f, node = model.space.log_flows(t, log_r, model.nets[args["flow"]],
+                                            model.log_reward if args["forward_looking"] else None)
             return detailed_balance(t, f) if name == "db" else subtrajectory_balance(t, f, node, args["lamda"])
         if name == "tb":
             return trajectory_balance(t, model.log_Z, log_r)

@@ -83,11 +83,8 @@ def plot_energy(model, samples: np.ndarray, path: Path, title: str) -> None:
         panels.insert(0, ("the prior's samples", prior))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     if flat.shape[1] != 2:
-        with torch.no_grad():
-            lr = model.log_reward(torch.as_tensor(flat, device=model.device)).cpu().numpy()
-        axes[0, 0].hist(lr, bins=40)
-        axes[0, 0].set_xlabel("log R(x) of samples")
-        return _save(fig, path, title)
+        plt.close(fig)
+        return plot_pairs(model, flat, path, title)
     everything = np.concatenate([p for _, p in panels])
     lo, hi = np.percentile(everything, 0.5, axis=0), np.percentile(everything, 99.5, axis=0)
     modes = model.reward.centres()
@@ -108,6 +105,71 @@ def plot_energy(model, samples: np.ndarray, path: Path, title: str) -> None:
         a.set_xlabel("x[0]")
         a.set_ylabel("x[1]")
         a.set_aspect("equal")
+    _save(fig, path, title)
+
+
+def plot_pairs(model, flat: np.ndarray, path: Path, title: str, k: int = 4) -> None:
+    """Pairwise marginals of the first k coordinates: samples over exact samples of the
+    target where it draws them (lower triangle scatter, diagonal histograms), and a
+    histogram of the samples' log R(x) in the last panel of the first row."""
+    plt = _plt()
+    k = min(k, flat.shape[1])
+    exact = None
+    if getattr(model.reward, "can_sample", False):
+        torch.manual_seed(0)
+        exact = model.reward.sample(len(flat)).cpu().numpy().reshape(len(flat), -1)
+    fig, axes = plt.subplots(k, k, figsize=(2.6 * k, 2.6 * k), squeeze=False)
+    both = flat if exact is None else np.concatenate([flat, exact])
+    lo, hi = np.percentile(both[:, :k], 0.5, axis=0), np.percentile(both[:, :k], 99.5, axis=0)
+    for r in range(k):
+        for c in range(k):
+            a = axes[r, c]
+            if c > r:
+                a.axis("off")
+                continue
+            if r == c:
+                bins = np.linspace(lo[r], hi[r], 40)
+                if exact is not None:
+                    a.hist(exact[:, r], bins=bins, alpha=0.5, color="tab:orange", density=True, label="exact")
+                a.hist(flat[:, r], bins=bins, alpha=0.5, color="tab:blue", density=True, label="P_F")
+            else:
+                if exact is not None:
+                    a.scatter(exact[:, c], exact[:, r], s=1, alpha=0.3, c="tab:orange", edgecolors="none")
+                a.scatter(flat[:, c], flat[:, r], s=1, alpha=0.3, c="tab:blue", edgecolors="none")
+                a.set_xlim(lo[c], hi[c])
+                a.set_ylim(lo[r], hi[r])
+            if r == k - 1:
+                a.set_xlabel(f"x[{c}]", fontsize=8)
+            if c == 0:
+                a.set_ylabel(f"x[{r}]", fontsize=8)
+            a.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=6)
+    if k > 1:
+        with torch.no_grad():
+            lr = model.log_reward(torch.as_tensor(flat, device=model.device)).cpu().numpy()
+        a = axes[0, k - 1]
+        a.axis("on")
+        a.hist(lr, bins=40)
+        a.set_title("log R(x) of samples", fontsize=8)
+        a.tick_params(labelsize=6)
+    _save(fig, path, title)
+
+
+def plot_log_z(points: list[dict], log_z: float | None, path: Path, title: str) -> None:
+    """The log Z-hat curve over training: the ELBO and importance-weighted estimates of
+    each `eval_every` point (and the EUBO where known), against the exact log Z."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [p["step"] for p in points]
+    for key, name in (("log_z_elbo", "ELBO (log Z-hat)"), ("log_z_iw", "importance-weighted"), ("eubo", "EUBO")):
+        ys = [p["eval"].get(key) for p in points]
+        if any(y is not None for y in ys):
+            ax.plot(steps, [np.nan if y is None else y for y in ys], marker="o", ms=3, label=name)
+    if log_z is not None:
+        ax.axhline(log_z, color="k", lw=1, ls="--", label="exact log Z")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("log Z estimate")
+    ax.legend(fontsize=8)
     _save(fig, path, title)
 
 

@@ -386,3 +386,17 @@ def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dic
     ev = evaluate(model, test_x, k or s["eval_k"], n, s["seed"])
     ev["step"] = step
     return ev
+
+
+def eval_points(path) -> list[dict]:
+    """The `eval_every` records of a run's metrics.jsonl ({"step", "eval"} each)."""
+    out = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("eval"), dict) and "step" in rec:
+                out.append(rec)
+    return out

@@ -25,6 +25,19 @@ class MLPArgs(Args):
     time_embed: NonNegInt = Field(default=0, description="width of the sinusoidal step embedding; 0 = none")
 
 
+class PisArgs(Args):
+    """pis(in, out, hidden = 64, harmonics = 64, layers = 2): the PIS drift net (Zhang &
+    Chen 2022; Sendera et al. 2024): Fourier features of the time t = k / T of the chain
+    using it -> 2-layer GELU MLP, plus a linear embedding of the state, into a GELU MLP
+    of `layers` hidden layers; the output layer starts at zero."""
+
+    in_: PosInt = Field(alias="in", description="flat input size (plus context inputs)")
+    out: PosInt = Field(description="flat output size")
+    hidden: PosInt = Field(default=64, le=65_536, description="width of the embeddings and hidden layers")
+    harmonics: PosInt = Field(default=64, le=65_536, description="Fourier frequencies of the time, 0.1 to 100")
+    layers: PosInt = Field(default=2, le=1000, description="hidden layers of the joint MLP")
+
+
 class MADEArgs(Args):
     """made(in, hidden, out_per_dim = 1): masked autoencoder (Germain et al. 2015)."""
 
@@ -56,6 +69,10 @@ def _mlp_facts(a: MLPArgs):
     return a.in_, a.out, a.time_embed
 
 
+def _pis_facts(a: PisArgs):
+    return a.in_, a.out, 2 * a.harmonics  # it reads the step (time_embed > 0)
+
+
 def _made_facts(a: MADEArgs):
     return a.in_, a.in_ * a.out_per_dim, a.time_embed
 
@@ -79,6 +96,13 @@ def _mlp_size(a: MLPArgs):
     return _dense_size([a.in_ + a.time_embed, *a.hidden, a.out])
 
 
+def _pis_size(a: PisArgs):
+    h = a.hidden
+    p, f, fl = _dense_size([a.in_, h] + [h] * a.layers + [a.out])  # state embedding, joint MLP
+    tp, _, _ = _dense_size([2 * a.harmonics, h, h])  # time features: once per step, not per row
+    return p + tp + a.harmonics, f, fl
+
+
 def _made_size(a: MADEArgs):
     return _dense_size([a.in_ + a.time_embed, *a.hidden, a.in_ * a.out_per_dim])  # (its masks are buffers)
 
@@ -92,6 +116,8 @@ def _conv_size(a: ConvArgs):
 
 REGISTRY.add(Entry("mlp", "net", MLPArgs, "multi-layer perceptron, optional sinusoidal time embedding",
                    info={"facts": _mlp_facts, "size": _mlp_size}))
+REGISTRY.add(Entry("pis", "net", PisArgs, "PIS drift net: Fourier time features and a state embedding into a GELU MLP",
+                   info={"facts": _pis_facts, "size": _pis_size}))
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
                    info={"facts": _made_facts, "size": _made_size}))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",

@@ -67,16 +67,19 @@ class IpfArgs(Args):
 
 
 class DbArgs(Args):
-    """db(flow): detailed balance (Bengio et al. 2023) with a learned state flow log F(s)."""
+    """db(flow, forward_looking = false): detailed balance (Bengio et al. 2023) with a
+    learned state flow log F(s); forward-looking, log F(x_k) = log F~(x_k) + t_k log R(x_k)
+    on a chain of real states (Pan et al. 2023; Zhang et al. 2023, DGFS), so the net
+    learns only a correction to the interpolated energy."""
 
     flow: NetRef
+    forward_looking: bool = Field(default=False, description="add t_k log R(x_k) to each intermediate flow")
 
 
-class SubTbArgs(Args):
-    """subtb(flow, lamda = 0.9): sub-trajectory balance (Madan et al. 2023), every
-    sub-trajectory weighted by lamda^length."""
+class SubTbArgs(DbArgs):
+    """subtb(flow, lamda = 0.9, forward_looking = false): sub-trajectory balance (Madan et
+    al. 2023), every sub-trajectory weighted by lamda^length."""
 
-    flow: NetRef
     lamda: float = Field(default=0.9, gt=0, le=1)
 
 

@@ -11,13 +11,16 @@ from gfdsl.library.registry import REGISTRY, Args, Entry, KernelUse, NetRef, Pos
 
 
 class SdeArgs(Args):
-    """controlled_sde(net, sigma = 1.0, langevin = false): N(x + f(x, t) dt, sigma^2 dt I)
-    on t_k = k / T, f from the net (its last layer starts at zero: Brownian motion); with
-    langevin, f = net[:D] + net[D:] * grad log R(x) (the net outputs 2 D values)."""
+    """controlled_sde(net, sigma = 1.0, langevin = false, learned_variance = false):
+    N(x + f(x, t) dt, sigma^2 dt I) on t_k = k / T, f from the net (its last layer starts
+    at zero: Brownian motion); with langevin, f = net[:D] + net[D:2D] * grad log R(x);
+    with learned_variance, the next D outputs v scale each coordinate's variance by
+    exp(4 tanh(v)) (Sendera et al. 2024's log-variance range 4)."""
 
     net: NetRef
     sigma: PosFloat = Field(default=1.0, le=1e4, description="diffusion coefficient: std of the Brownian motion at t = 1")
     langevin: bool = Field(default=False, description="add a learned per-coordinate scale times grad log R(x)")
+    learned_variance: bool = Field(default=False, description="learn a per-coordinate variance factor in [e^-4, e^4]")
 
 
 def _sde_rule(use: KernelUse, a: SdeArgs) -> list[Problem]:
@@ -25,8 +28,9 @@ def _sde_rule(use: KernelUse, a: SdeArgs) -> list[Problem]:
     if probs:
         return probs
     n = use.out.numel
-    out = 2 * n if a.langevin else n
-    why = f"for its drift of {use.out_name} ({use.out})" + (" and its Langevin scale" if a.langevin else "")
+    out = n * (1 + a.langevin + a.learned_variance)
+    why = f"for its drift of {use.out_name} ({use.out})" + (" and its Langevin scale" if a.langevin else "") \
+        + (" and its log-variance" if a.learned_variance else "")
     probs = _net_sizes(use, "controlled_sde", a.net, n + use.context_numel, out, why) + _time(use, "controlled_sde", a.net)
     if a.langevin and not use.rewarded:
         probs.append(Problem("E607", "langevin", dict(

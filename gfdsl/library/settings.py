@@ -32,6 +32,17 @@ class TrainSettings(Args):
     lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb, rtb)")
     replay: NonNegInt = Field(default=0, le=10_000_000, description="replay buffer capacity (terminal states); 0 = none")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch drawn from the buffer")
+    replay_priority: Literal["uniform", "rank"] = Field(default="uniform", description=(
+        "how buffered states are drawn: uniformly, or by the rank of their log R (probability "
+        "proportional to 1 / (rank_weight * n + rank), Tripp et al. 2020)"))
+    rank_weight: PosFloat = Field(default=0.01, le=1e6, description="k of rank-prioritised replay")
+    local_search: NonNegInt = Field(default=0, le=100_000, description=(
+        "MALA steps of each local-search round on buffered states (Sendera et al. 2024); 0 = none"))
+    local_search_every: PosInt = Field(default=100, description="steps between local-search rounds")
+    local_search_batch: PosInt | None = Field(default=None, le=1_000_000, description=(
+        "buffered states moved per round (default: the batch)"))
+    ld_step: PosFloat = Field(default=0.1, le=10.0, description=(
+        "the first MALA step size; each round adapts it towards acceptance 0.574"))
     eval_every: NonNegInt = Field(default=0, description="steps between evaluations logged to metrics.jsonl")
     # -- behaviour policies: what draws the training trajectories (off-policy) --
     epsilon: float = Field(default=0.0, ge=0, le=1, description="epsilon-uniform exploration of an action space")
@@ -50,6 +61,8 @@ class TrainSettings(Args):
 
 # setting -> what the model needs for it to mean anything (checked by gfdsl.lang.check)
 NEEDS = {"lr_logz": "reward", "replay": "reward", "replay_fraction": "reward", "eval_every": "reward",
+         "replay_priority": "reward", "rank_weight": "reward", "local_search": "reward chain",
+         "local_search_every": "reward chain", "local_search_batch": "reward chain", "ld_step": "reward chain",
          "epsilon": "actions", "temperature": "actions", "exploration": "reward chain",
          "exploration_steps": "reward chain",
          "prior_steps": "posterior", "prior_lr": "posterior", "data_fraction": "posterior"}

@@ -133,3 +133,56 @@ REGISTRY.add(Entry("logistic", R, LogisticArgs, "sigmoid(scale * (x[coord] - off
                    info=_info(("real",), "real vectors", _logistic_rule)))
 
 
+
+
+# -- the benchmark energies of diffusion samplers (Sendera et al. 2024, arXiv 2402.05098) ----------
+
+
+class Gmm25Args(Args):
+    """gmm25(variance = 0.3): the 25 Gaussians on the grid {-10, -5, 0, 5, 10}^2, equal
+    weights, covariance variance * I; normalised, log Z = 0."""
+
+    variance: PosFloat = Field(default=0.3, le=1e4, description="each component's variance")
+
+
+class FunnelArgs(Args):
+    """funnel(dim = 10): Neal's funnel, x_0 ~ N(0, 9), x_i | x_0 ~ N(0, exp(x_0)) for
+    i = 1..dim-1; normalised, log Z = 0."""
+
+    dim: PosInt = Field(default=10, ge=2, le=100_000)
+
+
+class ManywellArgs(Args):
+    """manywell(dim = 32): dim / 2 independent double wells, E(x1, x2) = x1^4 - 6 x1^2
+    + 0.5 x1 + 0.5 x2^2 on each coordinate pair; log Z = dim / 2 * (log of a 1-D
+    quadrature of exp(-x^4 + 6 x^2 - 0.5 x) + log sqrt(2 pi))."""
+
+    dim: PosInt = Field(default=32, ge=2, le=100_000)
+
+    @field_validator("dim")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"dim = {v} is odd: the wells come in coordinate pairs")
+        return v
+
+
+def _dim_rule(name: str, dim):
+    def rule(a, t: StateType) -> Problem | None:
+        d = dim(a)
+        if t.numel == d:
+            return None
+        arg = "dim" if "dim" in type(a).model_fields else None
+        return Problem("E410", arg, dict(what=f"{name}()", need=f"{d} coordinates", state="", type=str(t),
+                                         hint=f"declare the state real[{d}]" if arg is None else
+                                         f"give dim = {t.numel}, or declare the state real[{d}]"))
+    return rule
+
+
+REGISTRY.add(Entry("gmm25", E, Gmm25Args, "25 Gaussians on a 5x5 grid of spacing 5 (exact log Z = 0 and samples)",
+                   info=_info(("real",), "real vectors", _dim_rule("gmm25", lambda a: 2), lambda a: 0.0, samples=True)))
+REGISTRY.add(Entry("funnel", E, FunnelArgs, "Neal's funnel (exact log Z = 0 and samples)",
+                   info=_info(("real",), "real vectors", _dim_rule("funnel", lambda a: a.dim), lambda a: 0.0,
+                              samples=True)))
+REGISTRY.add(Entry("manywell", E, ManywellArgs, "dim / 2 independent double wells (log Z by quadrature, exact samples)",
+                   info=_info(("real",), "real vectors", _dim_rule("manywell", lambda a: a.dim), samples=True)))

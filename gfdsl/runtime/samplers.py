@@ -32,27 +32,38 @@ class ControlledSDE(Kernel):
 
     CLIP = 100.0  # grad log R is clipped to [-CLIP, CLIP] per coordinate (PIS, Sendera et al.)
 
-    def __init__(self, net: nn.Module, sigma: float, n_steps: int, langevin: bool, dim: int):
+    def __init__(self, net: nn.Module, sigma: float, n_steps: int, langevin: bool, dim: int,
+                 learned_variance: bool = False):
         super().__init__()
         self.net, self.sigma, self.dt, self.langevin, self.dim = net, sigma, 1.0 / n_steps, langevin, dim
+        self.learned_variance = learned_variance
         self.grad_log_r = None  # set by lowering when langevin: x (B, D) -> grad log R(x) (B, D)
+        if hasattr(net, "horizon"):  # a net reading the time t = k / T (PISNet)
+            net.horizon = n_steps
         last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
         nn.init.zeros_(last.weight)  # the drift starts at zero: P_F starts as Brownian motion
         nn.init.zeros_(last.bias)
 
-    def drift(self, x, i, ctx=None) -> torch.Tensor:
+    LOG_VAR_RANGE = 4.0  # a learned variance factor lies in [e^-4, e^4]
+
+    def drift(self, x, i, ctx=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The drift f (B, D) and, with a learned variance, the log-variance factor (B, D)."""
         out = self.net(_in(x, ctx), _t(i))
-        if not self.langevin:
-            return out
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            g = self.grad_log_r(xg)
-        g = torch.nan_to_num(g.detach()).clamp(-self.CLIP, self.CLIP)
-        return out[:, :self.dim] + out[:, self.dim:] * g
+        D = self.dim
+        f = out[:, :D]
+        if self.langevin:
+            g = torch.nan_to_num(self.grad_log_r(x.detach())).clamp(-self.CLIP, self.CLIP)
+            f = f + out[:, D:2 * D] * g
+        lv = None
+        if self.learned_variance:
+            lv = self.LOG_VAR_RANGE * torch.tanh(out[:, -D:])
+        return f, lv
 
     def dist(self, x, i, ctx=None) -> Distribution:
-        mu = x + self.drift(x, i, ctx) * self.dt
-        return diag_normal(mu, torch.full_like(mu, self.sigma * math.sqrt(self.dt)))
+        f, lv = self.drift(x, i, ctx)
+        mu = x + f * self.dt
+        std = self.sigma * math.sqrt(self.dt)
+        return diag_normal(mu, std if lv is None else std * torch.exp(0.5 * lv))
 
     def exploration_scale(self, explore: float, i: torch.Tensor):
         return explore * math.sqrt(self.dt)

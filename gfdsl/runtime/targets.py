@@ -6,6 +6,7 @@ in x (the Langevin parametrisation of a sampler's drift reads grad log R).
   hypergrid, hamming_modes, table   discrete spaces (read through the space's index)
   gaussian_mixture                  real vectors: a normalised mixture of isotropic Gaussians
   logistic                          real vectors: log sigmoid(scale * (x[coord] - offset))
+  gmm25, funnel, manywell           the diffusion-sampler benchmarks (gfdsl.runtime.energies)
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class Target(nn.Module):
     def centres(self) -> torch.Tensor | None:
         """Centres of the target's modes (K, n), for mode coverage; None if it has none."""
         return None
+
+    def grad_log_r(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x log R(x) (B, n), detached: by autograd unless a target knows it in
+        closed form (a Langevin-parametrised drift reads it at every step)."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            return torch.autograd.grad(self(xg).sum(), xg)[0]
 
 
 class DiscreteReward(Target):
@@ -134,6 +142,14 @@ class GaussianMixture(Target):
         d2 = (x[:, None, :] - self.mu[None]).pow(2).sum(-1)  # (B, K) squared distances
         return torch.logsumexp(self.const - 0.5 * d2 * self.inv_var, 1)
 
+    def grad_log_r(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_k p(k | x) (mu_k - x) / s_k^2 (B, D), in closed form: one (B, K) softmax
+        instead of a graph and its backward pass."""
+        with torch.no_grad():
+            d2 = (x[:, None, :] - self.mu[None]).pow(2).sum(-1)  # (B, K)
+            p = torch.softmax(self.const - 0.5 * d2 * self.inv_var, 1) * self.inv_var  # (B, K)
+            return p @ self.mu - p.sum(1, keepdim=True) * x
+
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         k = torch.multinomial(self.w, n, replacement=True)
@@ -162,4 +178,8 @@ def build(entry: str, args: dict, space: Space | None, inputs: Inputs) -> Target
         return GaussianMixture(args)
     if entry == "logistic":
         return Logistic(args)
+    if entry in ("gmm25", "funnel", "manywell"):
+        from gfdsl.runtime import energies
+
+        return {"gmm25": energies.gmm25, "funnel": energies.Funnel, "manywell": energies.Manywell}[entry](args)
     return DiscreteReward(entry, args, space, inputs)

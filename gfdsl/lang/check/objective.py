@@ -136,7 +136,23 @@ class Objectives:
             self.out.train = self._validate(TrainSettings, values, spans, "train",
                                             block.span if block else self.model.name_span).model_dump()
         except Bad:
-            pass
+            return
+        self._local_search(spans.get("local_search"))
+
+    def _local_search(self, arg: ast.Arg | None) -> None:
+        """local_search moves buffered terminal states by MALA: it needs a replay buffer
+        and real-valued terminal states (E612)."""
+        tr = self.out.train
+        if arg is None or not tr["local_search"]:
+            return
+        nid = self.out.data_node
+        t = self.out.nodes[nid].type if nid is not None and nid in self.out.nodes else None
+        if t is not None and t.dtype != "real":
+            self.error("E612", arg.name_span, what="the setting 'local_search'", kind="chains of real states",
+                       why=f"ends in {nid} : {t}", hint="MALA moves real vectors along grad log R(x)")
+        elif not tr["replay"]:
+            self.error("E612", arg.name_span, what="the setting 'local_search'", kind="models with a replay buffer",
+                       why="has none (replay = 0)", hint="give `replay = 100000` (buffered terminal states) as well")
 
 
 def _setting_unmet(need: str, has: dict) -> tuple[str, str, str] | None:

@@ -75,6 +75,11 @@ class Rules:
         if self.out.space is not None:
             state = self.out.nodes[self.out.space["state"]]
             self._space_net(net, call, t["term"], "as the state flow log F(s)", state, 1)
+            if t["args"].get("forward_looking"):
+                span = next((a.value.span for a in call.args if a.name == "forward_looking"), call.span)
+                self.error("E615", span, objective=t["term"], need="a chain of explicit steps for forward_looking",
+                           why="this model grows its state by actions",
+                           hint="drop `forward_looking` (its flows interpolate log R along t = k / T)")
             return
         info = self.out.nets.get(net)
         nodes = self.out.nodes
