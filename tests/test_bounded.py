@@ -72,6 +72,7 @@ def test_a_model_that_cannot_fit_is_refused_before_allocation(tmp_path, capsys, 
     rc, err = run_cli(capsys, "run", p, "--steps", 2, "--out", tmp_path / "run", "--no-progress", "--max-memory", "20G")
     assert rc == 1, err
     assert "error[E807]" in err and "of memory, above the limit of 20.0 GiB (--max-memory)" in err
+    assert err.startswith(f"{p}:")  # path:line:col of the declaration that drives the estimate
     assert not (tmp_path / "run").exists()
     assert "internal error" not in err
 

@@ -316,3 +316,43 @@ def test_shipped_sampler_specs_train_and_bracket_log_z(tmp_path, name, bound):
     assert all(math.isfinite(s[k]) for k in ("log_z_elbo", "log_z_iw", "eubo", "w2"))
     assert z - bound < s["log_z_elbo"] < z + 0.5 and s["eubo"] > z - 0.5  # (the funnel's EUBO starts in the hundreds)
     assert (tmp_path / "run" / "samples.png").is_file()
+
+
+def test_log_z_init_sets_log_z_before_training(tmp_path):
+    """log_z_init: a number is log Z's start; "batch" starts it at one batch's mean
+    log-weight, which for manywell (log Z = 164.7) lies far from 0."""
+    from gfdsl.engine.loop import init_log_z
+
+    m = model(spec(D=4, energy="manywell(dim = 4)", train='log_z_init = "batch"'))
+    torch.manual_seed(0)
+    init_log_z(m, "batch", 256)
+    torch.manual_seed(0)
+    from gfdsl.engine.evaluate import log_weights
+
+    want = float(log_weights(m, m.sample(256)).mean())
+    z = float(m.log_Z.detach())
+    assert z == pytest.approx(want, rel=1e-5) and z > 3
+    init_log_z(m, 2.5, 256)
+    assert float(m.log_Z.detach()) == 2.5
+    with pytest.raises(GfdslError):
+        check_source(spec(train='log_z_init = "first"'))
+
+
+def test_learned_bridge_correction_starts_as_the_bridge_and_is_trained_by_tb():
+    fixed = model(spec())
+    m = model(spec(kw="", extra="net g = pis(in = D, out = 2 * D, hidden = 8, harmonics = 4)")
+              .replace("backward = brownian_bridge(sigma = 1)", "backward = brownian_bridge(sigma = 1, net = g, "
+                                                                  "correction = 0.2)"))
+    kb, kf = m.space.kernels["step1:backward"], fixed.space.kernels["step1:backward"]
+    x, i = torch.randn(5, 2), torch.full((5,), 3)
+    y = torch.randn(5, 2)
+    assert torch.allclose(kb.dist(x, i).log_prob(y), kf.dist(x, i).log_prob(y), atol=1e-6)
+    with torch.no_grad():
+        kb.net._lins[-1].bias.copy_(torch.tensor([1.0, -1.0, 0.5, 0.0]))
+    d, d0 = kb.dist(x, i), kf.dist(x, i)
+    s = d0.scale
+    assert torch.allclose(d.mu, d0.mu + 0.2 * torch.tanh(torch.tensor([1.0, -1.0])) * s, atol=1e-6)
+    assert torch.allclose(d.scale, s * torch.exp(0.2 * torch.tanh(torch.tensor([0.5, 0.0]))), atol=1e-6)
+    loss, _ = m.objective(m, torch.zeros(8, 0), 0)
+    loss.backward()
+    assert kb.net._lins[-1].weight.grad.abs().sum() > 0  # tb trains P_B as well

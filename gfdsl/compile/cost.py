@@ -36,6 +36,15 @@ class Cost:
     rows: list[tuple[str, int]] = field(default_factory=list)  # (what, bytes)
     eval_flops: float = 0.0
     eval_what: str = ""
+    # what -> the source span (line, col, end line, end col) of the declaration that drives
+    # that row: the largest net for the parameters, the widest state for the rest
+    where: dict[str, tuple] = field(default_factory=dict)
+
+    def culprit(self) -> tuple | None:
+        """The span of the largest row's declaration (for E807's position), if known."""
+        if not self.rows:
+            return None
+        return self.where.get(max(self.rows, key=lambda r: r[1])[0])
 
     @property
     def total(self) -> int:
@@ -138,6 +147,13 @@ def estimate(g: nx.DiGraph, batch: int, eval_n: int | None = None, eval_k: int |
     opt = {"adam": 2, "adamw": 2, "sgd": 0}[s["optimizer"]]
     c.rows.append(("parameters and gradients", 2 * F32 * P))
     c.rows.append((f"optimizer state ({s['optimizer']})", opt * F32 * P))
+    if sizes:
+        big = G["nets"][max(sizes, key=lambda n: sizes[n][0])].get("span")
+        c.where.update({"parameters and gradients": big, f"optimizer state ({s['optimizer']})": big})
+    widest = max((v for _, v in g.nodes(data=True) if "shape" in v), key=numel, default={})
+    for what in ("trajectory states", "activations of a step", "replay buffer", "evaluation (2000 trajectories)",
+                 "evaluation chunk"):
+        c.where[what] = widest.get("span")
     terms = {t["term"]: t["args"] for t in G["objective"] + G["prior_objective"]}
     if "rtb" in terms:
         c.rows.append(("frozen prior (a copy of the nets)", F32 * P))

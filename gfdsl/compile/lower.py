@@ -29,7 +29,7 @@ from gfdsl.lang.source import Source, Span
 from gfdsl.runtime import kernels as K
 from gfdsl.runtime import nets as N
 from gfdsl.runtime import samplers as S
-from gfdsl.runtime import targets
+from gfdsl.runtime import energies, targets
 from gfdsl.runtime.schedules import Schedule
 from gfdsl.runtime.spaces import Space
 
@@ -57,7 +57,7 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
         shape, dtype = tuple(data["shape"]), data["dtype"]
     reward = None
     if G["reward"] is not None:
-        reward = targets.build(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), inputs)
+        reward = _target(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), inputs)
     model = GfnModel({k: G[k] for k in ATTRS}, nets, space, reward, shape, dtype)
     if reward is not None and G["train"]["replay"]:
         template = space.space.s0(1, "cpu") if G["space"] is not None else torch.zeros(1, *shape)
@@ -70,6 +70,21 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
     stages = [G["prior_objective"], G["objective"]] if G["prior_objective"] else [G["objective"]]
     model.objective = Objective(model, stages, int(G["train"]["prior_steps"]), source)
     return model
+
+
+def _target(entry: str, args: dict, space, inputs: Inputs) -> targets.Target:
+    """The run-time target of a reward or energy entry (IR form)."""
+    if entry == "gaussian_mixture":
+        return targets.GaussianMixture(args)
+    if entry == "logistic":
+        return targets.Logistic(args)
+    if entry == "gmm25":
+        return energies.gmm25(args)
+    if entry == "funnel":
+        return energies.Funnel(args)
+    if entry == "manywell":
+        return energies.Manywell(args)
+    return targets.DiscreteReward(entry, args, space, inputs)
 
 
 # -- chains of explicit steps --------------------------------------------------------------------
@@ -206,7 +221,7 @@ def _groups(steps, attr) -> tuple[tuple[int, ...], ...]:
 def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int, n_steps: int = 1) -> nn.Module:
     a = k["args"]
     e = k["entry"]
-    net = nets[_key(a["net"])] if "net" in a else None
+    net = nets[_key(a["net"])] if a.get("net") is not None else None
     if e == "gaussian":
         return K.Gaussian(net, a["std"], a["min_std"])
     if e == "bernoulli":
@@ -231,7 +246,7 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int, n_step
     if e == "controlled_sde":
         return S.ControlledSDE(net, a["sigma"], n_steps, a["langevin"], n_out, a["learned_variance"])
     if e == "brownian_bridge":
-        return S.BrownianBridge(a["sigma"], n_steps)
+        return S.BrownianBridge(a["sigma"], n_steps, net, a["correction"])
     raise KeyError(e)
 
 

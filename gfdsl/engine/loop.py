@@ -139,6 +139,8 @@ def _build(su: Setup, device: torch.device) -> Run:
     if su.prior_run and not su.resume:
         load_prior(model, su.c, su.prior_run)
     s = su.c.graph.graph["train"]
+    if model.log_Z is not None and su.tensors is None:  # a resumed run restores its own
+        init_log_z(model, s["log_z_init"], su.batch)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[s["optimizer"]]
     groups = param_groups(model, s["prior_lr"] or su.lr if su.prior_steps else su.lr, s["lr_logz"])
@@ -156,6 +158,24 @@ def _build(su: Setup, device: torch.device) -> Run:
             torch.cuda.set_rng_state(su.tensors["rng.cuda"])
         start = int(su.meta["step"])
     return Run(model, opt, gen, train_x.to(device), test_x, params, start)
+
+
+def init_log_z(model, how: float | str, batch: int) -> None:
+    """log Z's starting value: a number, or ("batch") the mean log-weight of one batch of
+    P_F's trajectories -- for rtb, against the frozen prior (evaluate.log_weights). Under
+    DDP, rank 0's value reaches every rank when the module is wrapped."""
+    from gfdsl.engine.evaluate import log_weights
+
+    if how != "batch":
+        with torch.no_grad():
+            model.log_Z.fill_(float(how))
+        return
+    if model.prior_chain is not None and model.objective.prior_steps:
+        return  # the prior is not trained yet: its stage's end sets nothing, log Z stays 0
+    with torch.no_grad():
+        w = log_weights(model, model.sample(batch))
+        w = w[torch.isfinite(w)]
+        model.log_Z.fill_(float(w.mean()) if w.numel() else 0.0)
 
 
 def make_optimizer(opt_cls, groups: list[dict], lr: float, weight_decay: float):

@@ -20,7 +20,7 @@ Balance terms, on trajectories drawn by the behaviour policy (gfdsl.engine.offpo
   subtb    lamda^(j-i)-weighted balance of every sub-trajectory i..j      Madan et al. 2023
   fm       flow matching on the edge flows of an action space             Bengio et al. 2021
   reverse_kl  E_{P_F}[log P_F(tau) - log P_B(tau|x) - log R(x)] by reparameterised samples
-                                                                           Zhang & Chen 2022
+  (pis)                                                                    Zhang & Chen 2022
 Posterior (a frozen data-trained prior, Venkatraman et al. 2024, arXiv 2405.20971):
   rtb      (log Z + sum log P_F^post - sum log P_F^prior - log R(x))^2
 
@@ -135,7 +135,7 @@ class Objective:
     # -- balance terms ------------------------------------------------------------------------
 
     def _balance(self, model, name, args, B, step, shared):
-        if name == "reverse_kl":
+        if name in ("reverse_kl", "pis"):  # one objective, two names
             return _reverse_kl(self, model, B)
         if "balance" not in shared:
             t = offpolicy.draw(model, B, step, score=self.scores)

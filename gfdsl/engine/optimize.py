@@ -21,6 +21,7 @@ from gfdsl.engine import distributed
 from gfdsl.engine.checkpoint import save_checkpoint, spec_hash
 from gfdsl.engine.evaluate import eval_point, ipf_round_metrics
 from gfdsl.engine.rollout import NonFiniteLogits
+from gfdsl.engine.rundir import metrics_records
 from gfdsl.errors import GfdslError, diag
 
 
@@ -179,16 +180,8 @@ class Loop:
 
 def _rounds_so_far(path, start: int) -> list[dict]:
     """The IPF rounds a resumed run logged before its checkpoint."""
-    out = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if "round" in rec and rec["step"] <= start:
-                out.append({k: rec[k] for k in ("round", "step", "sliced_w2")})
-    return out
+    return [{k: rec[k] for k in ("round", "step", "sliced_w2")} for rec in metrics_records(path)
+            if "round" in rec and rec["step"] <= start]
 
 
 def _some_params_unused(model, x: torch.Tensor) -> bool:

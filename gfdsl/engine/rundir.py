@@ -84,6 +84,7 @@ def check_cost(c: Compiled, batch: int, eval_n: int | None, eval_k: int | None, 
     """Refuse, before anything is allocated or written, a run whose estimated memory
     exceeds the limit or whose evaluation would take hours (E807, with the estimate)."""
     from gfdsl.compile.cost import CPU_FLOPS, EVAL_FLOPS_LIMIT, available_memory, duration, estimate, human
+    from gfdsl.lang.source import Span
 
     cost = estimate(c.graph, batch, eval_n, eval_k)
     limit, where = max_memory, "--max-memory"
@@ -93,7 +94,9 @@ def check_cost(c: Compiled, batch: int, eval_n: int | None, eval_k: int | None, 
         limit, where = available_memory(), "available"
     if memory and limit is not None and cost.total > limit:
         big = sorted(cost.rows, key=lambda r: -r[1])[:2]
-        raise GfdslError([diag("E807", None, None, path="estimate", what="this run", need=f"{human(cost.total)} of memory",
+        span = cost.culprit()
+        src, span = (c.source, Span(*span)) if span and c.source is not None else (None, None)
+        raise GfdslError([diag("E807", src, span, path="estimate", what="this run", need=f"{human(cost.total)} of memory",
                                limit=f"{human(limit)} ({where})",
                                detail=", ".join(f"{k} {human(b)}" for k, b in big) + f"; {cost.parameters:,} parameters",
                                hint="make the model or the batch smaller; `gfdsl check --cost` prints the estimate, "
@@ -388,8 +391,8 @@ def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dic
     return ev
 
 
-def eval_points(path) -> list[dict]:
-    """The `eval_every` records of a run's metrics.jsonl ({"step", "eval"} each)."""
+def metrics_records(path) -> list[dict]:
+    """The JSON records of a run's metrics.jsonl (a line cut short by a kill is skipped)."""
     out = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -397,6 +400,11 @@ def eval_points(path) -> list[dict]:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("eval"), dict) and "step" in rec:
+            if isinstance(rec, dict):
                 out.append(rec)
     return out
+
+
+def eval_points(path) -> list[dict]:
+    """The `eval_every` records of a run's metrics.jsonl ({"step", "eval"} each)."""
+    return [r for r in metrics_records(path) if isinstance(r.get("eval"), dict) and "step" in r]

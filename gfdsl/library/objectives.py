@@ -113,5 +113,7 @@ REGISTRY.add(Entry("fm", O, NoArgs, "flow matching on edge flows exp(logits) (ne
                    info=_info("reward", lambda a: {"pf"}, "actions")))
 REGISTRY.add(Entry("reverse_kl", O, NoArgs, "KL(P_F || P_B R / Z) through reparameterised forward samples (PIS)",
                    info=_info("reward", lambda a: {"pf"}, "rsample")))
+REGISTRY.add(Entry("pis", O, NoArgs, "the Path Integral Sampler's objective (Zhang & Chen 2022): reverse_kl by its name",
+                   info=_info("reward", lambda a: {"pf"}, "rsample")))
 REGISTRY.add(Entry("rtb", O, NoArgs, "relative trajectory balance: fine-tune a data-trained prior towards prior(x) R(x)",
                    info=_info("posterior", lambda a: {"pf"})))

@@ -40,14 +40,25 @@ def _sde_rule(use: KernelUse, a: SdeArgs) -> list[Problem]:
 
 
 class BridgeArgs(Args):
-    """brownian_bridge(sigma = 1.0): P_B(x_k | x_{k+1}) = N(x_{k+1} t_k / t_{k+1},
-    sigma^2 dt t_k / t_{k+1} I), the Brownian motion from 0 conditioned on its end."""
+    """brownian_bridge(sigma = 1.0, net = none, correction = 0.1): P_B(x_k | x_{k+1}) =
+    N(x_{k+1} t_k / t_{k+1}, s_k^2 I), s_k^2 = sigma^2 dt t_k / t_{k+1}: the Brownian
+    motion from 0 conditioned on its end. With a net (2 D outputs u, v) the learned
+    correction N(x_{k+1} t_k / t_{k+1} + c tanh(u) s_k, (s_k e^{c tanh(v)})^2 I), c the
+    correction range, stays close to the bridge (Sendera et al. 2024; torchgfn's
+    DiffusionPISGradNetBackward)."""
 
     sigma: PosFloat = Field(default=1.0, le=1e4, description="diffusion coefficient, as the forward kernel's")
+    net: NetRef | None = Field(default=None, description="a net of 2 D outputs: a learned correction of mean and scale")
+    correction: PosFloat = Field(default=0.1, le=10.0, description="range c of the learned correction")
 
 
 def _bridge_rule(use: KernelUse, a: BridgeArgs) -> list[Problem]:
     probs = _dtype(use, "brownian_bridge", ("real",), "a real") + _same_shape(use, "brownian_bridge")
+    if a.net is not None and not probs:
+        n = use.out.numel
+        probs += _net_sizes(use, "brownian_bridge", a.net, n, 2 * n,
+                            f"for the correction of its mean and scale of {use.out_name} ({use.out})") \
+            + _time(use, "brownian_bridge", a.net)
     p = use.source_point  # () when the source itself had an error (reported there)
     if p is None or p and any(v != 0 for v in p):
         what = "not a point" if p is None else "the point " + (f"{p[0]:g}" if len(set(p)) == 1 else str(list(p)))
@@ -60,5 +71,6 @@ def _bridge_rule(use: KernelUse, a: BridgeArgs) -> list[Problem]:
 K = "kernel"
 REGISTRY.add(Entry("controlled_sde", K, SdeArgs, "Euler-Maruyama step of a learned drift (diffusion sampler's P_F)",
                    FWD, frozenset({"rsample"}), lambda a: True, _sde_rule))
-REGISTRY.add(Entry("brownian_bridge", K, BridgeArgs, "pinned Brownian motion from 0 (diffusion sampler's fixed P_B)",
-                   BWD, frozenset({"rsample"}), lambda a: False, _bridge_rule))
+REGISTRY.add(Entry("brownian_bridge", K, BridgeArgs, "pinned Brownian motion from 0 (diffusion sampler's P_B), "
+                   "optionally with a learned correction", BWD, frozenset({"rsample"}), lambda a: a.net is not None,
+                   _bridge_rule))

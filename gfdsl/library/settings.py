@@ -30,6 +30,10 @@ class TrainSettings(Args):
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
     # -- balance training against a reward (tb, db, subtb, vargrad, fm, rtb) --
     lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb, rtb)")
+    log_z_init: float | Literal["batch"] = Field(default=0.0, description=(
+        'log Z before training (tb, rtb); "batch": the mean log-weight log R + log P_B - log P_F of one '
+        "batch of P_F's trajectories (the ELBO estimate), so that log Z does not spend its first steps "
+        "walking to the right scale (manywell: log Z = 164.7)"))
     replay: NonNegInt = Field(default=0, le=10_000_000, description="replay buffer capacity (terminal states); 0 = none")
     replay_fraction: float = Field(default=0.5, ge=0, le=1, description="share of each batch drawn from the buffer")
     replay_priority: Literal["uniform", "rank"] = Field(default="uniform", description=(
@@ -60,7 +64,7 @@ class TrainSettings(Args):
 
 
 # setting -> what the model needs for it to mean anything (checked by gfdsl.lang.check)
-NEEDS = {"lr_logz": "reward", "replay": "reward", "replay_fraction": "reward", "eval_every": "reward",
+NEEDS = {"lr_logz": "reward", "log_z_init": "reward", "replay": "reward", "replay_fraction": "reward", "eval_every": "reward",
          "replay_priority": "reward", "rank_weight": "reward", "local_search": "reward chain",
          "local_search_every": "reward chain", "local_search_batch": "reward chain", "ld_step": "reward chain",
          "epsilon": "actions", "temperature": "actions", "exploration": "reward chain",

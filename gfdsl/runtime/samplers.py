@@ -95,17 +95,30 @@ class BridgeNormal(Distribution):
 
 
 class BrownianBridge(Kernel):
-    """P_B of the pinned Brownian motion (fixed): reads x_{k+1}, gives x_k."""
+    """P_B of the pinned Brownian motion: reads x_{k+1}, gives x_k; fixed, or with a
+    learned correction of its mean and scale (net: x_{k+1}, step -> 2 D values, its last
+    layer zero at the start, so the kernel starts as the bridge)."""
 
-    learned = False
-
-    def __init__(self, sigma: float, n_steps: int):
+    def __init__(self, sigma: float, n_steps: int, net: nn.Module | None = None, correction: float = 0.1):
         super().__init__()
-        self.sigma, self.T = sigma, n_steps
+        self.sigma, self.T, self.net, self.c = sigma, n_steps, net, correction
+        self.learned = net is not None
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
+        if net is not None:
+            if hasattr(net, "horizon"):
+                net.horizon = n_steps
+            last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def dist(self, x, i, ctx=None) -> Distribution:
         k = i.to(x.dtype)[:, None]  # (B, 1): the step x_k -> x_{k+1}
         ratio = k / (k + 1)  # t_k / t_{k+1}
-        scale = self.sigma * (ratio / self.T).sqrt()
-        return BridgeNormal(x * ratio, scale.expand_as(x), i == 0)
+        scale = (self.sigma * (ratio / self.T).sqrt()).expand_as(x)
+        mu = x * ratio
+        if self.net is not None:
+            out = self.net(x, _t(i))
+            D = x.shape[1]
+            mu = mu + self.c * torch.tanh(out[:, :D]) * scale
+            scale = scale * torch.exp(self.c * torch.tanh(out[:, D:]))
+        return BridgeNormal(mu, scale, i == 0)

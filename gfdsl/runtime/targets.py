@@ -7,6 +7,8 @@ in x (the Langevin parametrisation of a sampler's drift reads grad log R).
   gaussian_mixture                  real vectors: a normalised mixture of isotropic Gaussians
   logistic                          real vectors: log sigmoid(scale * (x[coord] - offset))
   gmm25, funnel, manywell           the diffusion-sampler benchmarks (gfdsl.runtime.energies)
+
+gfdsl.compile.lower builds the one an entry names.
 """
 
 from __future__ import annotations
@@ -170,16 +172,3 @@ class Logistic(Target):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.logsigmoid(self.k * (x[:, self.coord] - self.offset))
-
-
-def build(entry: str, args: dict, space: Space | None, inputs: Inputs) -> Target:
-    """The run-time target of a reward or energy entry (IR form)."""
-    if entry == "gaussian_mixture":
-        return GaussianMixture(args)
-    if entry == "logistic":
-        return Logistic(args)
-    if entry in ("gmm25", "funnel", "manywell"):
-        from gfdsl.runtime import energies
-
-        return {"gmm25": energies.gmm25, "funnel": energies.Funnel, "manywell": energies.Manywell}[entry](args)
-    return DiscreteReward(entry, args, space, inputs)
