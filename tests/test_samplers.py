@@ -356,3 +356,28 @@ def test_learned_bridge_correction_starts_as_the_bridge_and_is_trained_by_tb():
     loss, _ = m.objective(m, torch.zeros(8, 0), 0)
     loss.backward()
     assert kb.net._lins[-1].weight.grad.abs().sum() > 0  # tb trains P_B as well
+
+
+def test_a_replay_buffer_beyond_memory_is_refused_before_the_run_starts(tmp_path, capsys):
+    """10 million buffered states of 4096 coordinates (about 150 GiB) against a 20 GiB
+    limit: E807 with the estimate, at the state declaration, and no run folder."""
+    from gfdsl.cli.app import main
+
+    p = tmp_path / "big.gfn"
+    p.write_text(spec(D=4096, energy="funnel(dim = D)", train="replay = 10000000"))
+    rc = main(["run", str(p), "--steps", "2", "--out", str(tmp_path / "run"), "--no-progress", "--max-memory", "20G"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error[E807]" in err and "replay buffer" in err and err.startswith(f"{p}:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_w2_by_pot_equals_the_exact_assignment():
+    from scipy.optimize import linear_sum_assignment
+
+    from gfdsl.engine.evaluate import w2_squared
+
+    torch.manual_seed(0)
+    a, b = torch.randn(300, 3), torch.randn(300, 3) * 2 + 1
+    c = torch.cdist(a.double(), b.double()).pow(2).numpy()
+    r, col = linear_sum_assignment(c)
+    assert w2_squared(a, b) == pytest.approx(float(c[r, col].mean()), rel=1e-9)
