@@ -40,6 +40,11 @@ class Cost:
     # that row: the largest net for the parameters, the widest state for the rest
     where: dict[str, tuple] = field(default_factory=dict)
 
+    def add(self, what: str, nbytes: int, span: tuple | None = None) -> None:
+        self.rows.append((what, nbytes))
+        if span is not None:
+            self.where[what] = span
+
     def culprit(self) -> tuple | None:
         """The span of the largest row's declaration (for E807's position), if known."""
         if not self.rows:
@@ -145,47 +150,43 @@ def estimate(g: nx.DiGraph, batch: int, eval_n: int | None = None, eval_k: int |
     c = Cost(parameters=sum(p for p, _, _ in sizes.values()))
     P = c.parameters
     opt = {"adam": 2, "adamw": 2, "sgd": 0}[s["optimizer"]]
-    c.rows.append(("parameters and gradients", 2 * F32 * P))
-    c.rows.append((f"optimizer state ({s['optimizer']})", opt * F32 * P))
-    if sizes:
-        big = G["nets"][max(sizes, key=lambda n: sizes[n][0])].get("span")
-        c.where.update({"parameters and gradients": big, f"optimizer state ({s['optimizer']})": big})
-    widest = max((v for _, v in g.nodes(data=True) if "shape" in v), key=numel, default={})
-    for what in ("trajectory states", "activations of a step", "replay buffer", "evaluation (2000 trajectories)",
-                 "evaluation chunk"):
-        c.where[what] = widest.get("span")
+    # spans for E807: the largest net drives the parameters, the widest state the rest
+    big = G["nets"][max(sizes, key=lambda n: sizes[n][0])].get("span") if sizes else None
+    wide = max((v for _, v in g.nodes(data=True) if "shape" in v), key=numel, default={}).get("span")
+    c.add("parameters and gradients", 2 * F32 * P, big)
+    c.add(f"optimizer state ({s['optimizer']})", opt * F32 * P, big)
     terms = {t["term"]: t["args"] for t in G["objective"] + G["prior_objective"]}
     if "rtb" in terms:
-        c.rows.append(("frozen prior (a copy of the nets)", F32 * P))
+        c.add("frozen prior (a copy of the nets)", F32 * P)
     k = max([a.get("k", 1) for n, a in terms.items() if n == "tbc"], default=1)
     if G["space"] is not None:
         sp = G["space"]
         length = sp["max_moves"] + 1  # positions of the longest trajectory
         act = sum(a for _, a, _ in sizes.values())
-        c.rows.append(("trajectory states", batch * (length + 1) * sp["size"] * 8))
-        c.rows.append(("activations of a step", batch * length * act * F32))
+        c.add("trajectory states", batch * (length + 1) * sp["size"] * 8, wide)
+        c.add("activations of a step", batch * length * act * F32, wide)
         if s["replay"]:
-            c.rows.append(("replay buffer", s["replay"] * (sp["size"] * 8 + 8)))
+            c.add("replay buffer", s["replay"] * (sp["size"] * 8 + 8), wide)
         return c
     steps, width = _per_step(g, sizes)
     T = max(len(steps), 1)
     simple = terms.get("elbo", {}).get("weighting") == "simple"
     rows = batch * k
     act = max(a for a, _ in steps) if simple and steps else sum(a for a, _ in steps)
-    c.rows.append(("trajectory states", rows * (T + 1) * width * F32 * (1 if simple else 2)))
-    c.rows.append(("activations of a step", rows * act * F32))
+    c.add("trajectory states", rows * (T + 1) * width * F32 * (1 if simple else 2), wide)
+    c.add("activations of a step", rows * act * F32, wide)
     if s["replay"]:
-        c.rows.append(("replay buffer", s["replay"] * (width * F32 + 8)))
+        c.add("replay buffer", s["replay"] * (width * F32 + 8), wide)
     # evaluation: the likelihood streams over steps in chunks of EVAL_CHUNK trajectories;
     # a reward-driven chain scores 2000 forward trajectories at once
     per_step = max((a for a, _ in steps), default=0)
     if G["reward"] is not None or G["source_data"] is not None:
-        c.rows.append(("evaluation (2000 trajectories)", 2000 * ((T + 1) * width * F32 + per_step * F32)))
+        c.add("evaluation (2000 trajectories)", 2000 * ((T + 1) * width * F32 + per_step * F32), wide)
         c.eval_flops = 2000.0 * sum(f for _, f in steps)
         c.eval_what = "2000 trajectories"
     elif G["dataset"] is not None and eval_n:
         ek = 1 if _exact(G) else (eval_k or s["eval_k"])
-        c.rows.append(("evaluation chunk", min(EVAL_CHUNK, eval_n * ek) * (3 * width + per_step) * F32))
+        c.add("evaluation chunk", min(EVAL_CHUNK, eval_n * ek) * (3 * width + per_step) * F32, wide)
         c.eval_flops = float(eval_n) * ek * sum(f for _, f in steps)
         c.eval_what = f"{eval_n} test points x {ek} trajectories x {T} steps"
     return c

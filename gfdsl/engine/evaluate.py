@@ -138,8 +138,7 @@ def w2_squared(a: torch.Tensor, b: torch.Tensor) -> float:
 
         r, col = linear_sum_assignment(c)
         return float(c[r, col].mean())
-    w = np.full(len(c), 1.0 / len(c))
-    return float(ot.emd2(w, np.full(c.shape[1], 1.0 / c.shape[1]), c, numItermax=10_000_000))
+    return float(ot.emd2(ot.unif(c.shape[0]), ot.unif(c.shape[1]), c, numItermax=10_000_000))
 
 
 def sliced_w2(a: np.ndarray, b: np.ndarray, n_proj: int = 200, seed: int = 0) -> float:

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
+from gfdsl.runtime.nets import shared_step
 from gfdsl.runtime.schedules import Schedule
 
 
 def _t(i: torch.Tensor) -> torch.Tensor:
     """The net's step input i + 1 (B,); a batch at one step (a stride-0 view, Chain._pos)
     stays one, so the net computes that step's embedding once."""
-    if i.dim() == 1 and i.shape[0] > 1 and i.stride(0) == 0:
+    if shared_step(i):
         return (i[:1] + 1).float().expand(i.shape[0])
     return (i + 1).float()
 

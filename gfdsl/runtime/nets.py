@@ -16,6 +16,13 @@ FUNCTIONAL = {"silu": nn.functional.silu, "relu": nn.functional.relu, "gelu": nn
               "tanh": torch.tanh, "elu": nn.functional.elu}
 
 
+def shared_step(t: torch.Tensor) -> bool:
+    """Whether a step input (B,) is one value for the whole batch: a chain passes its
+    step position as a stride-0 view (Chain._pos), so nets compute that step's
+    embedding once for the batch instead of once per row."""
+    return t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0
+
+
 class SinusoidalEmbedding(nn.Module):
     """t (B,) -> (B, dim): [sin(t w_k), cos(t w_k)], w_k geometric in [1, 1/10000]
     (Vaswani et al. 2017; Ho et al. 2020). The frequencies are a buffer."""
@@ -59,7 +66,7 @@ class MLP(nn.Module):
         if self.embed is not None:
             if t is None:
                 t = torch.zeros(x.shape[0], device=x.device)
-            if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0:
+            if shared_step(t):
                 first = self._shared_step(x, t[:1])
             else:
                 x = torch.cat([x, self.embed(t)], dim=1)
@@ -209,8 +216,7 @@ class PISNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if t is None:
             t = torch.ones(x.shape[0], device=x.device)
-        shared = t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0
-        h = self.s_model(x) + self.time_features(t[:1] if shared else t)
+        h = self.s_model(x) + self.time_features(t[:1] if shared_step(t) else t)
         gelu = nn.functional.gelu
         for lin in self._lins:
             p = lin._parameters

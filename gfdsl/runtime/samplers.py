@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from gfdsl.runtime.kernels import Kernel, _in, _t, diag_normal
+from gfdsl.runtime.kernels import DiagNormal, Kernel, _in, _t, diag_normal
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -38,11 +38,7 @@ class ControlledSDE(Kernel):
         self.net, self.sigma, self.dt, self.langevin, self.dim = net, sigma, 1.0 / n_steps, langevin, dim
         self.learned_variance = learned_variance
         self.grad_log_r = None  # set by lowering when langevin: x (B, D) -> grad log R(x) (B, D)
-        if hasattr(net, "horizon"):  # a net reading the time t = k / T (PISNet)
-            net.horizon = n_steps
-        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-        nn.init.zeros_(last.weight)  # the drift starts at zero: P_F starts as Brownian motion
-        nn.init.zeros_(last.bias)
+        _start_at_zero(net, n_steps)  # the drift starts at zero: P_F starts as Brownian motion
 
     LOG_VAR_RANGE = 4.0  # a learned variance factor lies in [e^-4, e^4]
 
@@ -69,27 +65,33 @@ class ControlledSDE(Kernel):
         return explore * math.sqrt(self.dt)
 
 
-class BridgeNormal(Distribution):
-    """N(mu, scale^2 I) per row, or a point mass at mu where `point` (B,) is true (the
-    bridge's step into the source). log_prob (B,)."""
+def _start_at_zero(net: nn.Module, n_steps: int) -> None:
+    """A sampler kernel's net: its last linear layer zeroed (the kernel starts as its
+    fixed part: Brownian motion forward, the bridge backward), and a net reading the
+    time t = k / T (PISNet) told T."""
+    if hasattr(net, "horizon"):
+        net.horizon = n_steps
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
 
-    arg_constraints: dict = {}
-    has_rsample = True
+
+class BridgeNormal(DiagNormal):
+    """N(mu, scale^2 I) per row, or a point mass at mu where `point` (B,) is true (the
+    bridge's step into the source; its scale is 0 there, so sampling needs no case).
+    log_prob (B,)."""
 
     def __init__(self, mu: torch.Tensor, scale: torch.Tensor, point: torch.Tensor):
-        self.mu, self.scale, self.point = mu, scale, point
-        super().__init__(mu.shape[:1], validate_args=False)
+        super().__init__(mu, scale)
+        self.point = point
 
-    def rsample(self, sample_shape=torch.Size()):
-        return self.mu + self.scale * torch.randn_like(self.mu)  # scale is 0 on point rows
-
-    def sample(self, sample_shape=torch.Size()):
-        with torch.no_grad():
-            return self.rsample()
+    @property
+    def mu(self) -> torch.Tensor:
+        return self.loc
 
     def log_prob(self, value):
         safe = torch.where(self.point[:, None], 1.0, self.scale)
-        z = (value - self.mu) / safe
+        z = (value - self.loc) / safe
         lp = -0.5 * (z * z).sum(1) - safe.log().sum(1) - 0.5 * LOG_2PI * value.shape[1]
         return torch.where(self.point, 0.0, lp)
 
@@ -105,11 +107,7 @@ class BrownianBridge(Kernel):
         self.learned = net is not None
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
         if net is not None:
-            if hasattr(net, "horizon"):
-                net.horizon = n_steps
-            last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            _start_at_zero(net, n_steps)  # no correction at the start: the bridge itself
 
     def dist(self, x, i, ctx=None) -> Distribution:
         k = i.to(x.dtype)[:, None]  # (B, 1): the step x_k -> x_{k+1}
