@@ -18,7 +18,8 @@ TITLES = {"kernel": "Kernels (`forward = ...`, `backward = ...`)", "prior": "Pri
           "net": "Nets (`net name = ...`)", "schedule": "Schedules (`schedule name = ...`)",
           "dataset": "Data sets (`dataset = ...`)", "objective": "Objective terms (`objective = ...`)",
           "reward": "Rewards (`reward = ...`)", "energy": "Energies (`energy = ...`, R(x) = exp(-E(x)))",
-          "action": "Actions (`action name = ...`)", "policy": "Policies over actions (`policy forward = ...`)"}
+          "action": "Actions (`action name = ...`)", "policy": "Policies over actions (`policy forward = ...`)",
+          "condition": "Condition distributions (`condition beta : real ~ ...`)"}
 
 
 def _args(entry) -> str:

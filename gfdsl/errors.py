@@ -33,6 +33,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E205": ("{message}", "{hint}"),
     "E206": ("the model has no {what}", "add {example}"),
     "E207": ("'{name}' is declared more than once", "keep one `{name}` declaration"),
+    "E208": ("condition '{name}' is read by no net", "add `cond = [{name}]` to the nets that should see it"),
     # -- arguments and values ----------------------------------------------------
     "E301": ("{callee}() has no argument '{name}'", "{hint}"),
     "E302": ("{callee}() needs the argument '{name}'", "add `{name} = ...`"),
@@ -54,6 +55,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E409": ("prior {prior}() cannot produce {type}", "{hint}"),
     "E410": ("{what} needs {need}, but the state {state} is {type}", "{hint}"),
     "E411": ("{arg} = {value} is outside the {what} of {state} ({range})", "{hint}"),
+    "E412": ("condition '{name}' is {type}, but {use} needs {need}", "{hint}"),
     # -- graph structure -----------------------------------------------------------
     "E501": ("the steps form a cycle: {cycle}", "a GFlowNet is a DAG; remove or reverse one step"),
     "E502": ("the data state {data} cannot be reached from the source {start}", "add steps that lead from the source to the data"),
@@ -81,6 +83,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E613": ("objective {objective}() trains from data, but this model has no data set", "{hint}"),
     "E614": ("a posterior needs a data set, a reward and an objective `<data terms> then rtb`, but {why}", "{hint}"),
     "E615": ("objective {objective}() needs {need}, but {why}", "{hint}"),
+    "E616": ("condition '{name}' has no source: {why}", "{hint}"),
     "E608": ("the objective must be a weighted sum of terms, {why}", "write e.g. `elbo + 0.25 * tbc(k = 2)`"),
     # -- files and usage ---------------------------------------------------------------
     "E701": ("cannot read {path}: {why}", "check the path"),

@@ -10,7 +10,9 @@ Edges (src -> dst):    kind, transition ("step1"), binding ({"t": 3}), forward,
                        backward (kernel ids), span. Kinds: `step` (one concrete step),
                        `context` (an extra input, `given`), `move` and `exit` (below)
 Graph attributes:      name, dims, schedules, nets, kernels, transitions, objective,
-                       prior_objective (a posterior's first stage), dataset, reward,
+                       prior_objective (a posterior's first stage), dataset, reward
+                       (with `temper`, a condition), conditions (kind, range or size,
+                       prior, source, the nets reading it),
                        source_data (a data set as the source), space, actions, train,
                        source, data (the terminal state)
 
@@ -65,7 +67,11 @@ def build(spec: CheckedSpec) -> nx.DiGraph:
         objective=_terms(spec.objective),
         prior_objective=_terms(spec.prior_objective),
         dataset=_call(spec.dataset),
-        reward=None if spec.reward is None else {**_call(spec.reward), "form": spec.reward["form"]},
+        reward=None if spec.reward is None else {**_call(spec.reward), "form": spec.reward["form"],
+                                                 "temper": spec.reward.get("temper")},
+        conditions={n: dict(kind=c["kind"], lo=c["lo"], hi=c["hi"], dim=c["dim"], prior=c["prior"],
+                            source=c.get("source"), readers=list(c["readers"]), span=c["span"].as_tuple())
+                    for n, c in spec.conditions.items()},
         source_data=_call(spec.source_data),
         space=None if spec.space is None else dict(spec.space),
         actions=[dict(id=a["id"], entry=a["entry"], args=a["args"], inverse=INVERSE.get(a["entry"]),
@@ -236,7 +242,12 @@ def dump(g: nx.DiGraph) -> str:
     for key, word in (("dataset", "dataset"), ("source_data", "source data"), ("reward", None)):
         c = G[key]
         if c:
-            out.append(f"{word or c['form']} {c['entry']} {_fmt(c['args'])}")
+            temper = f" ** {c['temper']}" if c.get("temper") else ""
+            out.append(f"{word or c['form']} {c['entry']} {_fmt(c['args'])}{temper}")
+    for name, c in sorted(G.get("conditions", {}).items()):
+        kind = f"int({c['lo']}, {c['hi']})" if c["kind"] == "int" else f"real[{c['dim']}]"
+        prior = f" ~ {c['prior']['entry']} {_fmt(c['prior']['args'])}" if c["prior"] else ""
+        out.append(f"condition {name} : {kind}{prior} from {c['source']} read by {','.join(c['readers'])}")
     if G["space"]:
         out.append("space " + _fmt(G["space"]))
     for name in sorted(G["schedules"], key=natural):

@@ -112,13 +112,44 @@ def _space_spec(g: nx.DiGraph) -> dict:
         dict(src=sp["state"], dst="x", label=f"{ex['id']}: exit", attrs=style(pf, "forward")),
         dict(src="x", dst="R", label="", attrs={"style": "dotted", "arrowhead": "none"}),
     ]
-    return dict(name=G["name"], title=_title(G), legend=LEGEND, nodes=nodes, edges=edges, plates=[])
+    c_nodes, c_edges = _conditions(G, {move["forward"]: [sp["state"]], move["backward"]: [sp["state"]]})
+    return dict(name=G["name"], title=_title(G), legend=LEGEND, nodes=nodes + c_nodes, edges=edges + c_edges,
+                plates=[])
 
 
 def _target_node(G: dict) -> dict:
     r = G["reward"]
     text = f"R(x) = {r['entry']}" if r["form"] == "reward" else f"R(x) = exp(-E), E = {r['entry']}"
+    if r.get("temper"):
+        text = (f"R(x) = {r['entry']} ** {r['temper']}" if r["form"] == "reward"
+                else f"R(x) = exp(-{r['temper']} E), E = {r['entry']}")
     return dict(id="R", label=text, attrs={"shape": "box", "style": "rounded"})
+
+
+def _conditions(G: dict, drawn: dict[str, list[str]]) -> tuple[list, list]:
+    """Each condition as an input node, with an edge to every state whose drawn kernel
+    reads it through a net (labelled with the nets), and to R(x) when it tempers the
+    reward. drawn: kernel id -> the nodes where the diagram draws it."""
+    nodes, edges = [], []
+    for name, c in sorted((G.get("conditions") or {}).items()):
+        kind = f"int({c['lo']}, {c['hi']})" if c["kind"] == "int" else f"real[{c['dim']}]"
+        where = f"~ {c['prior']['entry']}" + "({:g}, {:g})".format(*c["prior"]["support"]) if c["prior"] else {"labels": "from the labels", "uniform": "uniform"}.get(
+            c["source"], c["source"])
+        cid = f"cond.{name}"
+        nodes.append(dict(id=cid, label=f"condition {name}\n{kind}\n{where}",
+                          attrs={"shape": "invhouse", "style": "filled", "fillcolor": "#fff2cc"}))
+        at: dict[str, list[str]] = {}
+        for kid, k in G["kernels"].items():
+            nets = sorted({str(v) for v in k["args"].values() if isinstance(v, str) and v in c["readers"]})
+            for node in (drawn.get(kid) or []) if nets else []:
+                at.setdefault(node, [])
+                at[node] += [n for n in nets if n not in at[node]]
+        for node, nets in at.items():
+            edges.append(dict(src=cid, dst=node, label=", ".join(nets), attrs={"style": "dotted", "color": LEARNED,
+                                                                                "fontcolor": LEARNED}))
+        if (G["reward"] or {}).get("temper") == name:
+            edges.append(dict(src=cid, dst="R", label="", attrs={"style": "dotted", "color": FIXED}))
+    return nodes, edges
 
 
 def _title(G: dict) -> str:
@@ -150,6 +181,7 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
     if not folded:
         keep = set(g.nodes)
     nodes, edges, plates = [], [], []
+    drawn: dict[str, list[str]] = {}  # kernel id -> nodes where its step is drawn (a net reads the source)
     order = sorted(g.nodes, key=lambda n: (g.nodes[n]["family"], g.nodes[n]["index"] or 0))
     for n in order:
         if n not in keep:
@@ -180,6 +212,10 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
                 dict(src=d_id, dst=s_id, label=_short(calls.get("backward", b0["entry"])),
                      attrs={**_edge_style(b0, "backward"), "constraint": "false"}),
             ]
+            for _, _, d in es:
+                for kid, node in ((d["forward"], s_id), (d["backward"], d_id)):
+                    if node not in drawn.setdefault(kid, []):
+                        drawn[kid].append(node)
             plates.append(dict(
                 id=f"cluster_{tid}", label=f"{T['var']} = {T['lo']}..{T['hi']}  ({len(es)} steps)",
                 nodes=[dict(id=s_id, label=T["src"], attrs={"shape": "ellipse", "style": "dashed"}),
@@ -193,6 +229,8 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
                     edges.append(dict(src=d_id, dst=b, label=bind, attrs={"style": "dotted", "arrowhead": "none"}))
             continue
         for a, b, d in es:
+            drawn.setdefault(d["forward"], []).append(a)
+            drawn.setdefault(d["backward"], []).append(b)
             fk, bk = kernels[d["forward"]], kernels[d["backward"]]
             # padding keeps the forward and backward labels of one step apart
             edges.append(dict(src=a, dst=b, label=_kernel_label(fk) + "    ", attrs=_edge_style(fk, "forward")))
@@ -204,7 +242,9 @@ def graph_spec(g: nx.DiGraph, unroll: int = 6) -> dict:
     if G["reward"] is not None:  # the target the terminal state is balanced against
         nodes.append(_target_node(G))
         edges.append(dict(src=G["data"], dst="R", label="", attrs={"style": "dotted", "arrowhead": "none"}))
-    return dict(name=G["name"], title=_title(G), legend=LEGEND, nodes=nodes, edges=edges, plates=plates)
+    c_nodes, c_edges = _conditions(G, drawn)
+    return dict(name=G["name"], title=_title(G), legend=LEGEND, nodes=nodes + c_nodes, edges=edges + c_edges,
+                plates=plates)
 
 
 def _point(v: list) -> str:

@@ -238,11 +238,27 @@ class ActionDecl:
 
 @dataclass(frozen=True)
 class RewardDecl:
-    """`reward = call` (R(x)) or `energy = call` (E(x), R = exp(-E))."""
+    """`reward = call` (R(x)) or `energy = call` (E(x), R = exp(-E)); tempered by a
+    condition as `reward = call ** beta` (R^beta) or `energy = beta * call` (exp(-beta E)).
+    `expr` is the right-hand side as written; `call` its registry call (None when the
+    right-hand side has another shape: the checker says so)."""
 
-    call: Call
+    call: Call | None
     span: Span = field(compare=False)
     form: str = "reward"  # "reward" | "energy"
+    temper: Name | None = None
+    expr: Expr | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ConditionDecl:
+    """`condition y : int(0, 9)` or `condition beta : real ~ uniform(lo = 0.5, hi = 2.0)`."""
+
+    name: str
+    type: TypeExpr
+    prior: Call | None
+    span: Span = field(compare=False)
+    name_span: Span = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -254,7 +270,7 @@ class PolicyDecl:
 
 Item = Union[
     DimsBlock, ScheduleDecl, StateDecl, SourceDecl, DataStateDecl, NetDecl, StepDecl,
-    DatasetDecl, ObjectiveDecl, TrainBlock, ActionDecl, RewardDecl, PolicyDecl,
+    DatasetDecl, ObjectiveDecl, TrainBlock, ActionDecl, RewardDecl, PolicyDecl, ConditionDecl,
 ]
 
 

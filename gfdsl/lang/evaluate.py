@@ -33,9 +33,11 @@ class Scope:
     nets: dict[str, tuple[int, int] | None] = field(default_factory=dict)  # family -> (lo, hi) or None
     states: set[str] = field(default_factory=set)
     poisoned: set[str] = field(default_factory=set)  # declared, but their definition had an error
+    conditions: set[str] = field(default_factory=set)
 
     def with_vars(self, **vs: int) -> "Scope":
-        return Scope(self.dims, {**self.vars, **vs}, self.schedules, self.nets, self.states, self.poisoned)
+        return Scope(self.dims, {**self.vars, **vs}, self.schedules, self.nets, self.states, self.poisoned,
+                     self.conditions)
 
 
 class Evaluator:
@@ -100,6 +102,8 @@ class Evaluator:
             return scope.vars[n]
         if n in scope.dims:
             return scope.dims[n]
+        if n in scope.conditions:  # (a net's `cond = [y]`; arithmetic refuses it as not a number)
+            return Ref("condition", n)
         if n in scope.schedules and refs:
             return Ref("schedule", n)
         if n in scope.nets and refs:
@@ -112,7 +116,8 @@ class Evaluator:
             kind = "schedule" if n in scope.schedules else "net" if n in scope.nets else "state"
             raise self.fail("E204", e.span, name=n, actual=article(kind), expected="a value",
                             hint="only dims and index variables may be used in arithmetic")
-        cands = set(scope.vars) | set(scope.dims) | (scope.schedules | set(scope.nets) if refs else set())
+        cands = set(scope.vars) | set(scope.dims) | scope.conditions | (
+            scope.schedules | set(scope.nets) if refs else set())
         raise self.fail("E201", e.span, name=n, hint=did_you_mean(n, cands) or "declare it in `dims { ... }`")
 
     def _index(self, e: ast.Index, scope: Scope, refs: bool):

@@ -265,7 +265,12 @@ def _item(it) -> str:
     if isinstance(it, ast.ActionDecl):
         return f"action {_named(it.name, it.range)} = {call(it.call)}"
     if isinstance(it, ast.RewardDecl):
-        return f"{it.form} = {call(it.call)}"
+        return f"{it.form} = {expr(it.expr)}"
+    if isinstance(it, ast.ConditionDecl):
+        t = it.type
+        p = "(" + ", ".join(expr(x) for x in t.params) + ")" if t.params else ""
+        shape = f"[{expr(t.shape[0])}]" if t.shape else ""
+        return f"condition {it.name} : {t.name}{p}{shape}" + (f" ~ {call(it.prior)}" if it.prior else "")
     if isinstance(it, ast.PolicyDecl):
         return f"policy {it.direction.ljust(8)} = {call(it.call)}"
     raise AssertionError(type(it))

@@ -186,7 +186,23 @@ class _ToAst(Transformer_NonRecursive):
         return ast.ActionDecl(str(c[0]), c[1], c[2], span_of(meta), span_of(c[0]))
 
     def reward_decl(self, meta, c):
-        return ast.RewardDecl(c[1], span_of(meta), form=str(c[0]))
+        form, e = str(c[0]), c[1]
+        call, temper = (e, None) if isinstance(e, ast.Call) else (None, None)
+        if isinstance(e, ast.BinOp) and form == "reward" and e.op == "**":
+            call, temper = e.left, e.right  # R(x) ** beta
+        elif isinstance(e, ast.BinOp) and form == "energy" and e.op == "*":
+            call, temper = e.right, e.left  # beta * E(x)
+        if not (isinstance(call, ast.Call) and (temper is None or isinstance(temper, ast.Name))):
+            call, temper = None, None  # another shape: the checker reports it at e
+        return ast.RewardDecl(call, span_of(meta), form=form, temper=temper, expr=e)
+
+    def cond_type(self, meta, c):
+        params = c[1] or ()
+        shape = (c[2],) if len(c) > 2 and c[2] is not None else ()
+        return ast.TypeExpr(str(c[0]), params, shape, span_of(meta), span_of(c[0]))
+
+    def condition_decl(self, meta, c):
+        return ast.ConditionDecl(str(c[0]), c[1], c[2], span_of(meta), span_of(c[0]))
 
     def policy_decl(self, meta, c):
         return ast.PolicyDecl(str(c[0]), c[1], span_of(meta))

@@ -4,4 +4,6 @@ This package is torch-free: it describes and checks; gfdsl's lowering builds the
 """
 
 from gfdsl.library.registry import REGISTRY, Entry, Ref  # noqa: F401
-from gfdsl.library import actions, datasets, kernels, nets, objectives, samplers, schedules, targets  # noqa: F401,E501
+from gfdsl.library import (  # noqa: F401
+    actions, conditions, datasets, kernels, nets, objectives, samplers, schedules, targets,
+)

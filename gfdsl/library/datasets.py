@@ -3,7 +3,9 @@ seed, scikit-learn's digits ship inside scikit-learn, and a user's file is read 
 path relative to the spec.
 
 Each entry's `yields(args)` says what one example is, so the checker can match it to the
-data state: a list of acceptable (dtype, classes, numel) or None when only known on load.
+data state: a list of acceptable (dtype, classes, numel) or None when only known on load;
+`labels(args)` whether it gives each example a label for an int condition: the range
+(lo, hi), "file" (checked on load), or None.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DigitsArgs(Args):
     cat(17) for discrete models or as reals scaled to [-1, 1] for diffusion."""
 
     binarize: bool = True
+    labels: bool = Field(default=False, description="give each image's digit 0..9 to an int condition")
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: NonNegInt = 0
 
@@ -42,21 +45,27 @@ class FileArgs(Args):
     """file(path): a user's array of examples, `.npy` or `.pt`, relative to the spec."""
 
     path: str
+    labels: str | None = Field(default=None, description=(
+        "a second file of integer labels, one per example, for an int condition"))
 
-    @field_validator("path")
+    @field_validator("path", "labels")
     @classmethod
-    def _safe(cls, v: str) -> str:
-        return relative_input(v, (".npy", ".pt"))
+    def _safe(cls, v: str | None) -> str | None:
+        return v if v is None else relative_input(v, (".npy", ".pt"))
 
 
 def _digits_yields(a: DigitsArgs):
     return [("binary", 2, 64)] if a.binarize else [("cat", 17, 64), ("real", 0, 64)]
 
 
+def _digits_labels(a: DigitsArgs):
+    return (0, 9) if a.labels else None
+
+
 D = "dataset"
 REGISTRY.add(Entry("toy2d", D, Toy2dArgs, "2-D toy densities: " + ", ".join(TOY2D),
                    info={"yields": lambda a: [("real", 0, 2)]}))
 REGISTRY.add(Entry("digits", D, DigitsArgs, "scikit-learn's 8x8 digits, binarised or in 17 levels",
-                   info={"yields": _digits_yields}))
+                   info={"yields": _digits_yields, "labels": _digits_labels}))
 REGISTRY.add(Entry("file", D, FileArgs, "examples from a .npy or .pt file beside the spec",
-                   info={"yields": lambda a: None}))
+                   info={"yields": lambda a: None, "labels": lambda a: "file" if a.labels else None}))

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosInt
+from gfdsl.library.registry import REGISTRY, Args, CondRef, Entry, NonNegInt, PosInt
 
 Activation = Literal["silu", "relu", "gelu", "tanh", "elu"]
 
@@ -23,6 +23,10 @@ class MLPArgs(Args):
     hidden: list[PosInt] = Field(default=[256, 256], description="widths of the hidden layers")
     act: Activation = "silu"
     time_embed: NonNegInt = Field(default=0, description="width of the sinusoidal step embedding; 0 = none")
+    cond: list[CondRef] = Field(default=[], max_length=16, description=(
+        "conditions the net reads: each one's features (a learned embedding of an int "
+        "condition, sinusoidal features of a real one) join the input"))
+    cond_embed: PosInt = Field(default=32, le=4096, description="width of each condition's features")
 
 
 class PisArgs(Args):
@@ -36,6 +40,8 @@ class PisArgs(Args):
     hidden: PosInt = Field(default=64, le=65_536, description="width of the embeddings and hidden layers")
     harmonics: PosInt = Field(default=64, le=65_536, description="Fourier frequencies of the time, 0.1 to 100")
     layers: PosInt = Field(default=2, le=1000, description="hidden layers of the joint MLP")
+    cond: list[CondRef] = Field(default=[], max_length=16, description="conditions the net reads (as mlp)")
+    cond_embed: PosInt = Field(default=32, le=4096, description="width of each condition's features")
 
 
 class MADEArgs(Args):
@@ -92,13 +98,18 @@ def _dense_size(dims: list[int]) -> tuple[int, int, int]:
     return params, 2 * sum(dims), 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
+def cond_width(a) -> int:
+    """Input columns a net's conditions add (each condition's features are cond_embed wide)."""
+    return len(getattr(a, "cond", ())) * getattr(a, "cond_embed", 0)
+
+
 def _mlp_size(a: MLPArgs):
-    return _dense_size([a.in_ + a.time_embed, *a.hidden, a.out])
+    return _dense_size([a.in_ + a.time_embed + cond_width(a), *a.hidden, a.out])
 
 
 def _pis_size(a: PisArgs):
     h = a.hidden
-    p, f, fl = _dense_size([a.in_, h] + [h] * a.layers + [a.out])  # state embedding, joint MLP
+    p, f, fl = _dense_size([a.in_ + cond_width(a), h] + [h] * a.layers + [a.out])  # state embedding, joint MLP
     tp, _, _ = _dense_size([2 * a.harmonics, h, h])  # time features: once per step, not per row
     return p + tp + a.harmonics, f, fl
 

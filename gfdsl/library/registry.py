@@ -12,7 +12,8 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 
-KINDS = ("kernel", "prior", "net", "schedule", "dataset", "objective", "action", "reward", "energy", "policy")
+KINDS = ("kernel", "prior", "net", "schedule", "dataset", "objective", "action", "reward", "energy", "policy",
+         "condition")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def _show(v: Any) -> str:
 
 
 NetRef = Annotated[Ref, PlainValidator(_ref_validator("net")), PlainSerializer(str)]
+CondRef = Annotated[Ref, PlainValidator(_ref_validator("condition")), PlainSerializer(str)]
 ScheduleRef = Annotated[Ref, PlainValidator(_ref_validator("schedule")), PlainSerializer(str)]
 PosInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegInt = Annotated[int, Field(ge=0, strict=True)]

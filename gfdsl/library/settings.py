@@ -56,6 +56,13 @@ class TrainSettings(Args):
         "to each forward Gaussian's while drawing training trajectories"))
     exploration_steps: NonNegInt = Field(default=0, description=(
         "exploration decays linearly to 0 over this many steps; 0 = constant"))
+    # -- conditional models (`condition y : int(0, 9)`) --
+    cond_dropout: float = Field(default=0.0, ge=0, lt=1, description=(
+        "share of training rows whose int conditions are replaced by a null value, which "
+        "trains the unconditional model alongside (classifier-free guidance, Ho & Salimans 2022)"))
+    eval_given: list[float] | None = Field(default=None, max_length=100, description=(
+        "values of the real condition that evaluation reports (default: both ends and the middle "
+        "of its distribution; an int condition: each of its values)"))
     # -- a posterior's first stage (the prior, trained from the data set) --
     prior_steps: NonNegInt = Field(default=0, le=100_000_000, description="steps of the prior stage (`... then rtb`)")
     prior_lr: PosFloat | None = Field(default=None, le=10.0, description="learning rate of the prior stage (default lr)")
@@ -69,4 +76,5 @@ NEEDS = {"lr_logz": "reward", "log_z_init": "reward", "replay": "reward", "repla
          "local_search_every": "reward chain", "local_search_batch": "reward chain", "ld_step": "reward chain",
          "epsilon": "actions", "temperature": "actions", "exploration": "reward chain",
          "exploration_steps": "reward chain",
+         "cond_dropout": "condition", "eval_given": "condition",
          "prior_steps": "posterior", "prior_lr": "posterior", "data_fraction": "posterior"}

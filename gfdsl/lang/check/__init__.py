@@ -17,6 +17,7 @@ from gfdsl.errors import GfdslError
 from gfdsl.lang import ast
 from gfdsl.lang.check.actions import Actions
 from gfdsl.lang.check.base import Base, dedupe
+from gfdsl.lang.check.conditions import Conditions
 from gfdsl.lang.check.declare import Declarations
 from gfdsl.lang.check.objective import Objectives
 from gfdsl.lang.check.rules import Rules
@@ -31,7 +32,7 @@ SINGLETONS = {ast.SourceDecl: "source", ast.DataStateDecl: "data", ast.DatasetDe
               ast.ObjectiveDecl: "objective", ast.TrainBlock: "train", ast.RewardDecl: "reward"}
 
 
-class Checker(Declarations, Steps, Actions, Targets, Objectives, Rules, Base):
+class Checker(Declarations, Conditions, Steps, Actions, Targets, Objectives, Rules, Base):
     def run(self) -> CheckedSpec:
         items = self.model.items
         self._declarations(items)
@@ -40,7 +41,7 @@ class Checker(Declarations, Steps, Actions, Targets, Objectives, Rules, Base):
                 self._dims(it)
         self._unknown_overrides()
         for kind, check in ((ast.ScheduleDecl, self._schedule), (ast.StateDecl, self._state),
-                            (ast.NetDecl, self._net)):
+                            (ast.ConditionDecl, self._condition), (ast.NetDecl, self._net)):
             for it in items:
                 if isinstance(it, kind) and it.name_span not in self.duplicates:
                     check(it)
@@ -57,7 +58,9 @@ class Checker(Declarations, Steps, Actions, Targets, Objectives, Rules, Base):
         if reward:
             self._reward(singles["reward"])
         self._target(singles, data, reward, actions)
-        self._train(singles.get("train"), dict(reward=reward, actions=actions, posterior=data and reward))
+        self._train(singles.get("train"), dict(reward=reward, actions=actions, posterior=data and reward,
+                                               conditions=bool(self.out.conditions)))
+        self._condition_rules(items, singles, data, reward)
         if not self.diags:
             self._capabilities()
         if self.diags:

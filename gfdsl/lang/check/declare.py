@@ -37,6 +37,9 @@ class Declarations:
                 self.scope.nets[it.name] = None  # range filled in by _net
             elif isinstance(it, ast.ActionDecl):
                 declare(it.name, it.name_span)
+            elif isinstance(it, ast.ConditionDecl):
+                declare(it.name, it.name_span)
+                self.scope.conditions.add(it.name)
 
     def _dims(self, block: ast.DimsBlock) -> None:
         for a in block.assigns:
@@ -147,5 +150,10 @@ class Declarations:
                 return
             nid = node_id(d.name, i)
             i_, o_, te = entry.info["facts"](args)
-            self.out.nets[nid] = dict(entry=entry.name, args=args.model_dump(by_alias=True), family=d.name,
+            for c in getattr(args, "cond", ()):
+                self.out.conditions[c.name]["readers"].append(nid)
+            dumped = args.model_dump(by_alias=True)
+            if not dumped.get("cond"):  # an unconditional net's IR carries no condition settings
+                dumped.pop("cond", None), dumped.pop("cond_embed", None)
+            self.out.nets[nid] = dict(entry=entry.name, args=dumped, family=d.name,
                                       facts=NetFacts(entry.name, i_, o_, te), span=d.span)

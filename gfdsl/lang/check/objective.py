@@ -168,6 +168,8 @@ def _setting_unmet(need: str, has: dict) -> tuple[str, str, str] | None:
                  "an action space explores with `epsilon` or `temperature`") if has["actions"] else
                 ("chains trained from a reward", "trains from data", "exploration draws off-policy trajectories "
                                                                      "for balance training"))
+    if need == "condition" and not has.get("conditions"):
+        return ("conditional models", "declares no condition", "declare one, e.g. `condition y : int(0, 9)`")
     if need == "posterior" and not has["posterior"]:
         return ("posteriors (`... then rtb`)", "has no prior stage", POSTERIOR_HINT)
     return None

@@ -84,6 +84,9 @@ class CheckedSpec:
     data_node: str | None = None  # the terminal state: where forward trajectories end
     actions: list = field(default_factory=list)  # [{id, entry, args, span}], moves then exit
     space: dict | None = None  # facts of a discrete action space (sizes, encoding, moves)
+    # name -> {kind (int | real), lo, hi (int), dim (real), prior {entry, args} | None,
+    # source (labels | prior | uniform), readers [net ids], span}
+    conditions: dict = field(default_factory=dict)
 
 
 def node_id(family: str, index: int | None) -> str:

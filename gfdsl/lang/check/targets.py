@@ -37,6 +37,8 @@ class Targets:
 
     def _reward(self, d: ast.RewardDecl) -> None:
         kind = "energy" if d.form == "energy" else "reward"
+        if d.call is None:
+            return  # another shape than a (tempered) call: the condition rules say so
         try:
             entry, args = self._call_args(d.call, kind, self.scope, refs=False)
         except Bad:
@@ -55,4 +57,4 @@ class Targets:
             span = next((a.value.span for a in d.call.args if a.name == p.arg), d.call.span)
             self.error(p.code, span, **{**p.fields, "state": nid})
             return
-        self.out.reward = dict(entry=entry.name, args=args.model_dump(), form=d.form, span=d.span)
+        self.out.reward = dict(entry=entry.name, args=args.model_dump(), form=d.form, span=d.span, temper=None)
