@@ -34,6 +34,8 @@ def test_spec_contract(spec):
     assert G["objective"] and any(k["learned"] for k in G["kernels"].values())
     dot = render.dot_source(g)
     assert G["source"] in dot and G["data"] in dot
+    for name, cond in (G.get("conditions") or {}).items():  # an input node feeding its nets' states
+        assert cond["readers"] and f'"cond.{name}" ->' in dot
     if G["space"] is not None:
         return _space_contract(g, dot)
     steps = ir.steps_view(g)
@@ -69,6 +71,7 @@ def test_spec_runs_through_the_engine(spec, tmp_path):
     (tiny batch and evaluation budgets; a posterior's prior stage of 2 steps)."""
     from gfdsl.engine.loop import train
     from gfdsl.engine.rundir import RunOptions, eval_run, sample_run
+    from gfdsl.runtime.conditions import label
 
     out = tmp_path / "run"
     s = train(str(spec), RunOptions(steps=2, batch=8, out=str(out), progress=False, eval_n=16, eval_k=2,
@@ -78,8 +81,14 @@ def test_spec_runs_through_the_engine(spec, tmp_path):
     finite = [v for k, v in ev.items() if isinstance(v, float)]
     assert finite and all(np.isfinite(finite)), ev
     assert set(ev) - {"step"} <= set(s) | {"step"}  # eval reports what the summary holds
-    x = np.load(sample_run(str(out), 5, str(tmp_path / "x.npy")))
-    assert x.shape[0] == 5 and np.isfinite(x.astype(float)).all()
+    path, points = sample_run(str(out), 5, str(tmp_path / "x.npy"))
+    x = np.load(path)
+    if s.get("given"):  # a conditional model: a row of samples per condition value, figures per value
+        assert x.shape[:2] == (len(points), 5) and [label(p) for p in points] == s["given"]
+        assert ev["conditions"] and set(ev["conditions"]) <= set(s["given"]), ev  # (values with test points)
+    else:
+        assert x.shape[0] == 5 and points == [{}]
+    assert np.isfinite(x.astype(float)).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == check_file(spec).graph.graph["name"]
     assert (out / "samples.png").stat().st_size > 1000

@@ -21,7 +21,8 @@ from tests.conftest import SPECS
 SMALL = {"ddpm": {"T": 3}, "ddpm_digits": {"T": 3}, "mle_gfn": {"T": 3}, "schrodinger_bridge": {"T": 3}, "realnvp": {"K": 3},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}, "hypergrid": {"D": 3, "H": 4}, "bitseq": {"L": 4},
          "sampler_gmm": {"T": 3}, "sampler_gmm25": {"T": 3}, "sampler_funnel": {"T": 3}, "sampler_manywell": {"T": 3},
-         "posterior_ddpm": {"T": 3}, "bridge_moons_8gaussians": {"T": 3}}
+         "posterior_ddpm": {"T": 3}, "bridge_moons_8gaussians": {"T": 3}, "ddpm_digits_cond": {"T": 3},
+         "hypergrid_cond": {"H": 4}}
 
 
 def test_every_spec_has_small_dims():

@@ -18,7 +18,7 @@ from gfdsl.compile.lower import lower
 from gfdsl.runtime.kernels import Bijection
 from tests.conftest import SPECS
 
-SMALL = {"ddpm": {"T": 4}, "ddpm_digits": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3},
+SMALL = {"ddpm": {"T": 4}, "ddpm_digits": {"T": 4}, "ddpm_digits_cond": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3},
          "sampler_gmm": {"T": 4}, "posterior_ddpm": {"T": 4}, "bridge_moons_8gaussians": {"T": 4},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}}
 
@@ -42,6 +42,13 @@ def data_for(c, n=8):
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
 def test_lowered_contract(spec, tmp_path):
     c, m = build(spec)
+    if not m.conditions:
+        return _lowered_contract(spec, c, m, tmp_path)
+    with m.given(m.conditions.fixed(m.conditions.grid()[0])):  # one value every row shares
+        _lowered_contract(spec, c, m, tmp_path)
+
+
+def _lowered_contract(spec, c, m, tmp_path):
     G = c.graph.graph
     if G["space"] is not None:
         return _reward_lowered_contract(spec, c, m, tmp_path)

@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out", metavar="FILE.npy", help="output (default RUN/samples_N.npy)")
     c.add_argument("--seed", type=_nonneg_int, default=0)
     c.add_argument("--device", default="cpu")
+    c.add_argument("--given", action="append", metavar="NAME=VALUE",
+                   help="a conditional model: sample at this condition value (repeatable; default: a row "
+                        "per class, or per eval_given value)")
+    c.add_argument("--guidance", type=_nonneg_float, metavar="S",
+                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: guided); "
+                        "needs a model trained with cond_dropout")
 
     c = sub.add_parser("eval", help="estimate the test log-likelihood of a trained run")
     c.add_argument("run", metavar="RUN")
@@ -158,14 +164,21 @@ def _memory(v: str) -> int:
         raise argparse.ArgumentTypeError(f"'{v}' is not a size: write e.g. 8G, 512M or a number of bytes") from None
 
 
-def _pos_float(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{v}' is not a number") from None
-    if not (x > 0 and x < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {v}")
-    return x
+def _float_from(lo: float, strict: bool):
+    """An argparse type: a finite number > lo (strict) or >= lo."""
+    def parse(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{v}' is not a number") from None
+        if not ((x > lo if strict else x >= lo) and x < float("inf")):
+            raise argparse.ArgumentTypeError(
+                f"must be a {'positive' if strict else 'non-negative'} finite number, got {v}")
+        return x
+    return parse
+
+
+_pos_float, _nonneg_float = _float_from(0.0, True), _float_from(0.0, False)
 
 
 def _version() -> str:
@@ -341,7 +354,14 @@ def _result_line(s: dict) -> str:
 def cmd_sample(a) -> int:
     from gfdsl.engine.rundir import sample_run
 
-    print(f"wrote {sample_run(a.run, a.n, a.out, a.device, a.seed)}")
+    from gfdsl.runtime.conditions import label
+
+    path, points = sample_run(a.run, a.n, a.out, a.device, a.seed, a.given, a.guidance)
+    if points != [{}]:
+        shown = ", ".join(label(p) for p in points[:12]) + (", ..." if len(points) > 12 else "")
+        print(f"wrote {path}: ({len(points)}, {a.n}, ...) samples, a row per point: {shown}")
+    else:
+        print(f"wrote {path}")
     return 0
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from gfdsl.ir.graph import numel
-from gfdsl.library.registry import REGISTRY
+from gfdsl.library.registry import REGISTRY, Ref
 
 F32 = 4
 EVAL_CHUNK = 4096  # trajectories scored at once by the streamed likelihood (gfdsl.engine.module)
@@ -118,7 +118,10 @@ def _net_sizes(G: dict) -> dict[str, tuple[int, int, int]]:
     out = {}
     for name, n in G["nets"].items():
         e = REGISTRY.get("net", n["entry"])
-        out[name] = e.info["size"](e.args.model_validate(n["args"]))
+        args = dict(n["args"])
+        if "cond" in args:  # the IR holds the names; the schema takes references
+            args["cond"] = [Ref("condition", c) for c in args["cond"]]
+        out[name] = e.info["size"](e.args.model_validate(args))
     return out
 
 

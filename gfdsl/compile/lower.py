@@ -29,6 +29,7 @@ from gfdsl.lang.source import Source, Span
 from gfdsl.runtime import kernels as K
 from gfdsl.runtime import nets as N
 from gfdsl.runtime import samplers as S
+from gfdsl.runtime import conditions as C
 from gfdsl.runtime import energies, targets
 from gfdsl.runtime.schedules import Schedule
 from gfdsl.runtime.spaces import Space
@@ -46,7 +47,8 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
     """The IR as a GfnModel; the files the spec names (a reward table, a bridge's source
     data) are found through `inputs`, by default beside the spec."""
     G = g.graph
-    nets = nn.ModuleDict({_key(n): N.build(v["entry"], v["args"]) for n, v in G["nets"].items()})
+    conds = C.Conditions(G.get("conditions") or {}, G["train"])
+    nets = nn.ModuleDict({_key(n): _net(v, conds) for n, v in G["nets"].items()})
     inputs = inputs or Inputs.beside(source.path if source is not None else None)
     if G["space"] is not None:
         space = _branching(G, g, nets)
@@ -58,7 +60,9 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
     reward = None
     if G["reward"] is not None:
         reward = _target(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), inputs)
-    model = GfnModel({k: G[k] for k in ATTRS}, nets, space, reward, shape, dtype)
+        if G["reward"].get("temper"):
+            reward = C.Tempered(reward, conds, G["reward"]["temper"])
+    model = GfnModel({k: G[k] for k in ATTRS}, nets, space, reward, shape, dtype, conds)
     if reward is not None and G["train"]["replay"]:
         template = space.space.s0(1, "cpu") if G["space"] is not None else torch.zeros(1, *shape)
         model.with_replay(template)
@@ -70,6 +74,18 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
     stages = [G["prior_objective"], G["objective"]] if G["prior_objective"] else [G["objective"]]
     model.objective = Objective(model, stages, int(G["train"]["prior_steps"]), source)
     return model
+
+
+def _net(v: dict, conds: "C.Conditions") -> nn.Module:
+    """A net of the IR; one reading conditions is built wider by their features and
+    wrapped (gfdsl.runtime.conditions.Conditioned)."""
+    a = v["args"]
+    names = list(a.get("cond") or ())
+    if not names:
+        return N.build(v["entry"], a)
+    width = int(a["cond_embed"])
+    inner = N.build(v["entry"], {**a, "in": a["in"] + width * len(names)})
+    return C.Conditioned(inner, conds, names, width)
 
 
 def _target(entry: str, args: dict, space, inputs: Inputs) -> targets.Target:
@@ -258,6 +274,7 @@ def _prior(g: nx.DiGraph, space: Chain) -> tuple[nn.ModuleDict, Chain]:
     used = {_key(str(k["args"]["net"])) for k in fwd.values() if "net" in k["args"]}
     prior_nets = nn.ModuleDict({n: N.build(G["nets"][n.replace(":", ".")]["entry"],
                                            G["nets"][n.replace(":", ".")]["args"]) for n in sorted(used)})
+    # (a posterior has no conditions: the checker refuses them, E612)
     n_data = numel(g.nodes[G["data"]])
     uses = _first_uses(g)
     kernels = nn.ModuleDict({_key(kid): _kernel_of(g, uses[kid], k, prior_nets, space.schedules, n_data)

@@ -48,6 +48,14 @@ class Branching(Rollouts, nn.Module):
     def T(self) -> int:
         return self.space.max_level + 1
 
+    @property
+    def per_row(self) -> bool:
+        """Whether rows carry their own condition values (a conditional model's training
+        batch): P_F is then a function of the state and the row, so states are not
+        deduplicated and the rollout steps every row (gfdsl.runtime.conditions)."""
+        c = getattr(self, "conditions", None)
+        return c is not None and c.rows > 1
+
     # -- policies -----------------------------------------------------------------------------
 
     def log_pf_all(self, s: torch.Tensor) -> torch.Tensor:
@@ -133,7 +141,7 @@ class Branching(Rollouts, nn.Module):
         on a GPU every row is evaluated (same values; the GPU has the width)."""
         if dedup is None:
             dedup = s.device.type == "cpu"
-        if not dedup:
+        if not dedup or self.per_row:
             return fn(s)
         # the state's index is a key where the space is enumerable (no overflow)
         rep, inv = _distinct(self.space.index(s)) if self.exact_ok else _distinct(s, dim=0)

@@ -45,13 +45,63 @@ def likelihood(model, test: torch.Tensor, k: int, n: int | None, seed: int) -> d
     return out
 
 
-def evaluate(model, test: torch.Tensor | None, k: int, n: int | None, seed: int) -> dict:
+def evaluate(model, test: torch.Tensor | None, k: int, n: int | None, seed: int,
+             test_y: torch.Tensor | None = None) -> dict:
     """What `gfdsl eval` prints and summary.json holds, for any model."""
+    if model.conditions:
+        return conditional_metrics(model, test, test_y, k, n, seed)
     if model.reward is not None:
         return reward_metrics(model, seed)
     if model.spec["source_data"] is not None:  # a bridge: no source density
         return bridge_metrics(model, test, seed)
     return likelihood(model, test, k, n, seed)
+
+
+def conditional_metrics(model, test, test_y, k: int, n: int | None, seed: int) -> dict:
+    """The metrics at each point of the conditions' grid (Conditions.grid: every value of
+    an int condition, eval_given of a real one) under `conditions`, keyed "y=3", and
+    their average beside them: a data model's test NLL weighted by the test examples
+    of each value (the conditional NLL of the whole test set), other figures the plain
+    mean over the points."""
+    from gfdsl.runtime.conditions import label
+
+    conds, per = model.conditions, {}
+    labelled = next((nm for nm, c in conds.specs.items() if c["source"] == "labels"), None)
+    if test is not None and n is not None:  # n points of the whole test set, then split by value
+        test, test_y = test[:n], test_y[:n]
+    for point in conds.grid():
+        with model.given(conds.fixed(point, 1, model.device)):
+            if model.reward is not None:
+                per[label(point)] = reward_metrics(model, seed)
+                continue
+            rows = test[test_y == point[labelled] - conds.specs[labelled]["lo"]]
+            if rows.shape[0]:
+                per[label(point)] = likelihood(model, rows, k, None, seed)
+    out = _average(per, weight="n_eval" if model.reward is None else None)
+    out["conditions"] = per
+    return out
+
+
+def _average(per: dict, weight: str | None) -> dict:
+    """Means of the scalar figures every point has (weighted by `weight` where given)."""
+    if not per:
+        return {}
+    first = next(iter(per.values()))
+    out = {}
+    for key, v in first.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not all(
+                isinstance(m.get(key), (int, float)) and m.get(key) is not None for m in per.values()):
+            if all(m.get(key) == v for m in per.values()) and not isinstance(v, (int, float)):
+                out[key] = v  # the same everywhere (the evaluation, the estimator)
+            continue
+        if key == weight:
+            out[key] = int(sum(m[key] for m in per.values()))
+        elif all(m[key] == v for m in per.values()):
+            out[key] = v  # (a count every point shares)
+        else:
+            w = [float(m[weight]) if weight else 1.0 for m in per.values()]
+            out[key] = sum(m[key] * wi for m, wi in zip(per.values(), w)) / sum(w)
+    return out
 
 
 @torch.no_grad()
@@ -153,8 +203,32 @@ def sliced_w2(a: np.ndarray, b: np.ndarray, n_proj: int = 200, seed: int = 0) ->
 
 
 @torch.no_grad()
-def draw_samples(model, n: int) -> np.ndarray:
-    x = model.space.forward(n).terminal
+def draw_samples(model, n: int, guidance: float | None = None) -> np.ndarray:
+    """n samples (n, ...) of an unconditional model, or -- under model.given(...) --
+    of the current condition values, with classifier-free guidance where given."""
+    nets = [m for m in model.modules() if hasattr(m, "guidance")]
+    for m in nets:
+        m.guidance = guidance
+    try:
+        x = model.space.forward(n).terminal
+    finally:
+        for m in nets:
+            m.guidance = None
+    return _as_array(model, x, n)
+
+
+@torch.no_grad()
+def draw_given(model, n: int, points: list[dict], guidance: float | None = None) -> np.ndarray:
+    """Samples of a conditional model at each point (P, n, ...), in the order given."""
+    conds = model.conditions
+    out = []
+    for p in points:
+        with model.given(conds.fixed(p, 1, model.device)):
+            out.append(draw_samples(model, n, guidance))
+    return np.stack(out)
+
+
+def _as_array(model, x: torch.Tensor, n: int) -> np.ndarray:
     x = (x.cpu().numpy() if not x.is_floating_point() else x.float().cpu().numpy())  # discrete states stay ints
     return x.reshape(n, *model.data_shape) if model.data_shape else x
 
@@ -177,6 +251,7 @@ def eval_point(model, seed: int) -> dict:
     """A reward model's metrics during training (eval_every), the RNG left as it was."""
     state = torch.get_rng_state()
     try:
-        return reward_metrics(model, seed)
+        return conditional_metrics(model, None, None, 0, None, seed) if model.conditions else \
+            reward_metrics(model, seed)
     finally:
         torch.set_rng_state(state)

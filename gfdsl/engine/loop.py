@@ -20,13 +20,14 @@ import torch
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine import distributed
 from gfdsl.engine.checkpoint import CKPT, read_latest, restore_model, restore_optimizer, save_checkpoint, spec_hash
-from gfdsl.engine.evaluate import draw_samples, evaluate
+from gfdsl.engine.evaluate import draw_given, draw_samples, evaluate
 from gfdsl.engine.module import param_groups
 from gfdsl.engine.rundir import (
     RunOptions, check_cost, check_flags, check_out, input_copies, json_bytes, load_data, load_prior, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
     eval_points, start_dir, truncate_metrics, write_json,
 )
 from gfdsl.errors import GfdslError, diag
+from gfdsl.runtime.conditions import label
 from gfdsl.files import Inputs, atomic_write
 from gfdsl.lang.source import Span
 
@@ -125,6 +126,8 @@ class Run:
     test_x: torch.Tensor | None
     params: list
     start: int
+    train_y: torch.Tensor | None = None  # a labelled condition's values (N,), 0-based
+    test_y: torch.Tensor | None = None
 
 
 def _build(su: Setup, device: torch.device) -> Run:
@@ -132,14 +135,14 @@ def _build(su: Setup, device: torch.device) -> Run:
 
     torch.manual_seed(su.seed)
     np.random.seed(su.seed)
-    train_x, test_x = load_data(su.c, su.inputs)
+    train_x, test_x, labels = load_data(su.c, su.inputs)
     model = lower(su.c.graph, su.c.source, su.inputs).to(device)
     model.objective.total_steps = su.steps
     model.objective.prior_steps = su.prior_steps
     if su.prior_run and not su.resume:
         load_prior(model, su.c, su.prior_run)
     s = su.c.graph.graph["train"]
-    if model.log_Z is not None and su.tensors is None:  # a resumed run restores its own
+    if model.log_z_params and su.tensors is None:  # a resumed run restores its own
         init_log_z(model, s["log_z_init"], su.batch)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[s["optimizer"]]
@@ -157,7 +160,8 @@ def _build(su: Setup, device: torch.device) -> Run:
         if "rng.cuda" in su.tensors and device.type == "cuda":
             torch.cuda.set_rng_state(su.tensors["rng.cuda"])
         start = int(su.meta["step"])
-    return Run(model, opt, gen, train_x.to(device), test_x, params, start)
+    return Run(model, opt, gen, train_x.to(device), test_x, params, start,
+               None if labels is None else labels[0].to(device), None if labels is None else labels[1])
 
 
 def init_log_z(model, how: float | str, batch: int) -> None:
@@ -166,16 +170,18 @@ def init_log_z(model, how: float | str, batch: int) -> None:
     DDP, rank 0's value reaches every rank when the module is wrapped."""
     from gfdsl.engine.evaluate import log_weights
 
+    # the scalar log Z, or the offset of a conditional log Z(c)
+    z = model.log_Z if model.log_Z is not None else model.log_Z_net.offset
     if how != "batch":
         with torch.no_grad():
-            model.log_Z.fill_(float(how))
+            z.fill_(float(how))
         return
     if model.prior_chain is not None and model.objective.prior_steps:
         return  # the prior is not trained yet: its stage's end sets nothing, log Z stays 0
-    with torch.no_grad():
+    with torch.no_grad(), model.given(model.conditions.draw(batch, model.device) if model.conditions else None):
         w = log_weights(model, model.sample(batch))
         w = w[torch.isfinite(w)]
-        model.log_Z.fill_(float(w.mean()) if w.numel() else 0.0)
+        z.fill_(float(w.mean()) if w.numel() else 0.0)
 
 
 def make_optimizer(opt_cls, groups: list[dict], lr: float, weight_decay: float):
@@ -223,19 +229,25 @@ def _finish(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
 
     model, G = run.model, su.c.graph.graph
     model.eval()
-    ev = evaluate(model, run.test_x, su.eval_k, opts.eval_n, su.seed)
+    ev = evaluate(model, run.test_x, su.eval_k, opts.eval_n, su.seed, run.test_y)
     n = opts.samples or (2000 if G["reward"] is not None or int(np.prod(model.data_shape)) <= 2 else 64)
     torch.manual_seed(su.seed + 2)
-    samples = draw_samples(model, n)
-    atomic_write(str(su.out / "samples.npy"), npy_bytes(samples))
     title = f"{G['name']}: {su.steps} steps, " + _headline(ev)
-    if G["space"] is not None:
-        plots.plot_reward(model, samples, su.out / "samples.png", title)
-    elif G["reward"] is not None:
-        plots.plot_energy(model, samples, su.out / "samples.png", title)
+    if model.conditions:  # samples at each point of the grid (P, n, ...), a panel or row per point
+        points = model.conditions.grid()
+        n = opts.samples or (2000 if G["reward"] is not None or int(np.prod(model.data_shape)) <= 2 else 10)
+        samples = draw_given(model, n, points)
+        atomic_write(str(su.out / "samples.npy"), npy_bytes(samples))
+        plots.plot_given(model, points, samples, su.out / "samples.png", title)
     else:
-        test = run.test_x.cpu().numpy()
-        plots.plot_samples(samples, test, su.out / "samples.png", title)
+        samples = draw_samples(model, n)
+        atomic_write(str(su.out / "samples.npy"), npy_bytes(samples))
+        if G["space"] is not None:
+            plots.plot_reward(model, samples, su.out / "samples.png", title)
+        elif G["reward"] is not None:
+            plots.plot_energy(model, samples, su.out / "samples.png", title)
+        else:
+            plots.plot_samples(samples, run.test_x.cpu().numpy(), su.out / "samples.png", title)
     points = eval_points(su.out / "metrics.jsonl")
     if points:  # eval_every: the log Z-hat curve beside the samples
         plots.plot_log_z(points + [{"step": su.steps, "eval": ev}], ev.get("log_z_true"), su.out / "logz.png",
@@ -248,8 +260,10 @@ def _finish(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
         "resumed_from_step": run.start if su.resume else None, **ev,
         "data": {"entry": G["dataset"]["entry"], "args": G["dataset"]["args"], "n_train": int(run.train_x.shape[0]),
                  "n_test": int(run.test_x.shape[0])} if G["dataset"] is not None else None,
-        "reward": {"entry": G["reward"]["entry"], "args": G["reward"]["args"], "form": G["reward"]["form"]}
+        "reward": {"entry": G["reward"]["entry"], "args": G["reward"]["args"], "form": G["reward"]["form"],
+                   "temper": G["reward"].get("temper")}
         if G["reward"] is not None else None,
+        "given": [label(p) for p in model.conditions.grid()] if model.conditions else None,
         "prior": su.prior_run, "rounds": loop.rounds or None,
         "device": str(device), "threads": su.threads, "nproc": ranks.world, "spec_hash": spec_hash(su.c.source.text),
         "parameters": sum(p.numel() for p in run.params),

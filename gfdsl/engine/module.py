@@ -26,11 +26,12 @@ from torch import nn
 from gfdsl.engine.objectives import Objective
 from gfdsl.engine.offpolicy import Replay
 from gfdsl.engine.trajectory import Trajectory
+from gfdsl.runtime.conditions import Conditions, LogZ
 
 
 class GfnModel(nn.Module):
     def __init__(self, attrs: dict, nets: nn.ModuleDict, space: nn.Module, reward: nn.Module | None,
-                 data_shape: tuple[int, ...], data_dtype: str):
+                 data_shape: tuple[int, ...], data_dtype: str, conditions: Conditions | None = None):
         super().__init__()
         self.spec = attrs  # plain data from the IR (name, objective, train, ...)
         self.nets = nets  # first, so that shared nets are named nets.* in checkpoints
@@ -38,7 +39,11 @@ class GfnModel(nn.Module):
         self.reward = reward
         self.data_shape, self.data_dtype = tuple(data_shape), data_dtype
         terms = {t["term"] for t in attrs["objective"] + attrs["prior_objective"]}
-        self.log_Z = nn.Parameter(torch.zeros(())) if terms & {"tb", "rtb"} else None
+        self.conditions = conditions or Conditions({}, {})
+        # log Z, or log Z(c) of a conditional model (a net of its conditions, B or 1 rows)
+        self.log_Z = nn.Parameter(torch.zeros(())) if terms & {"tb", "rtb"} and not self.conditions else None
+        self.log_Z_net = LogZ(self.conditions) if terms & {"tb", "rtb"} and self.conditions else None
+        space.conditions = self.conditions  # (the branching rollouts read how many rows it has)
         train = attrs["train"]
         self.replay = None
         self.local_search: dict | None = None  # MALA rounds on the buffer (gfdsl.engine.localsearch)
@@ -63,6 +68,19 @@ class GfnModel(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
+
+    def given(self, values: dict | None):
+        """Context: run the model with these condition values (gfdsl.runtime.conditions)."""
+        return self.conditions.given(values)
+
+    def log_z(self) -> torch.Tensor | None:
+        """The learned log Z: a scalar, or log Z(c) (B,) / (1,) of the current conditions."""
+        return self.log_Z_net() if self.log_Z_net is not None else self.log_Z
+
+    @property
+    def log_z_params(self) -> list[nn.Parameter]:
+        return [self.log_Z] if self.log_Z is not None else \
+            list(self.log_Z_net.parameters()) if self.log_Z_net is not None else []
 
     # -- the rollout API -----------------------------------------------------------------------
 
@@ -149,8 +167,8 @@ class GfnModel(nn.Module):
         """The model's own estimate of log Z, where its parametrisation has one: the
         learned log Z, the state flow of the start (db, subtb), or the edge flows out of
         the start of an action space (fm)."""
-        if self.log_Z is not None:
-            return float(self.log_Z)
+        if self.log_Z is not None or self.log_Z_net is not None:
+            return float(self.log_z().reshape(-1)[0])
         flow = next((t["args"]["flow"] for t in self.spec["objective"] if "flow" in t["args"]), None)
         s0 = self.space.forward(1).states[0]
         if flow is not None:
@@ -178,10 +196,11 @@ def _slots(space) -> dict:
 def param_groups(model: GfnModel, lr: float, lr_logz: float) -> list[dict]:
     """Nets at the run's learning rate, log Z at lr_logz (Malkin et al. 2022 train log Z
     about 100x faster than the policy)."""
-    rest = [p for n, p in model.named_parameters() if n != "log_Z" and p.requires_grad]
+    z = {id(p) for p in model.log_z_params}
+    rest = [p for p in model.parameters() if id(p) not in z and p.requires_grad]
     groups = [{"params": rest, "lr": lr}]
-    if model.log_Z is not None:
-        groups.append({"params": [model.log_Z], "lr": lr_logz})
+    if z:
+        groups.append({"params": model.log_z_params, "lr": lr_logz})
     return groups
 
 

@@ -154,7 +154,7 @@ class Objective:
                                             model.log_reward if args["forward_looking"] else None)
             return detailed_balance(t, f) if name == "db" else subtrajectory_balance(t, f, node, args["lamda"])
         if name == "tb":
-            return trajectory_balance(t, model.log_Z, log_r)
+            return trajectory_balance(t, model.log_z(), log_r)
         return vargrad(t, log_r)
 
     def check(self, lpf=None, lpb=None, log_prior=None, log_r=None) -> None:
@@ -281,7 +281,7 @@ def _rtb(obj, model, x, step):
         lpf_prior = model.prior_chain.forward_log_probs(t.states, B, {})
     log_r = model.log_reward(t.terminal)
     obj.check(lpf, None, None, log_r)
-    return relative_tb(model.log_Z, lpf, lpf_prior, log_r)
+    return relative_tb(model.log_z(), lpf, lpf_prior, log_r)
 
 
 def _simple_parts(model, span, source):

@@ -89,8 +89,13 @@ class Loop:
         idx = torch.randint(0, run.train_x.shape[0], (self.su.batch,), device=self.device, generator=run.gen)
         if self.ranks.enabled:  # every rank draws the global batch and takes its shard
             idx = idx[self.ranks.rank * self.shard:(self.ranks.rank + 1) * self.shard]
+        conds = model.conditions
+        # labels follow the batch's rows; drawn values use the process's own stream (as
+        # its rollouts do: each DDP rank its own), checkpointed with the run
+        values = conds.draw(idx.shape[0], self.device, None, None if run.train_y is None else run.train_y[idx]) \
+            if conds else None
         try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.su.amp):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.su.amp), model.given(values):
                 loss, terms = self.loss_fn(run.train_x[idx], step - 1)
         except NonFiniteLogits as e:
             self.fail_if_bad()  # an earlier non-finite loss or gradient is the first cause: name it
@@ -187,7 +192,10 @@ def _rounds_so_far(path, start: int) -> list[dict]:
 def _some_params_unused(model, x: torch.Tensor) -> bool:
     """Does one loss leave some parameter without a gradient (a detached policy, an IPF
     phase)? DDP must then look for unused parameters each step; otherwise it need not.
-    The probe leaves the RNG and the gradients as they were."""
+    The probe leaves the RNG and the gradients as they were. A conditional model is not
+    probed (its loss needs a batch's conditions): DDP looks for unused parameters."""
+    if model.conditions:
+        return True
     state = torch.get_rng_state()
     try:
         loss, _ = model.loss(x, 0)

@@ -201,3 +201,53 @@ def plot_samples(samples: np.ndarray, test: np.ndarray, path: Path, title: str) 
         fig.text(0.25, 0.95, "test data", ha="center")
         fig.text(0.75, 0.95, "samples (P_F)", ha="center")
     _save(fig, path, title)
+
+
+def plot_given(model, points: list[dict], samples: np.ndarray, path: Path, title: str) -> None:
+    """A conditional model's samples, one row per condition value (P, n, ...): images as a
+    grid (a row of samples per class), a 2-D grid's exact P_T beside R^beta / Z(beta) per
+    value, 2-D points as a scatter per value."""
+    from gfdsl.runtime.conditions import label
+
+    plt = _plt()
+    P, n = samples.shape[:2]
+    flat = samples.reshape(P, n, -1)
+    side = int(round(math.sqrt(flat.shape[2])))
+    br = model.space
+    grid2d = getattr(br, "exact_ok", False) and br.space.dtype == "int" and br.space.n == 2
+    if grid2d:
+        fig, axes = plt.subplots(P, 2, figsize=(6, 3 * P), squeeze=False)
+        for r, p in enumerate(points):
+            with torch.no_grad(), model.given(model.conditions.fixed(p, 1, model.device)):
+                p_t, target = (v.cpu().numpy() for v in br.distributions(model.reward))
+            s = br.space.side
+            for a, d, name in ((axes[r, 0], target, "target"), (axes[r, 1], p_t, "P_T, exact")):
+                a.imshow(d.reshape(s, s), origin="lower", cmap="viridis", vmin=0, vmax=target.max())
+                a.set_title(f"{label(p)}: {name}", fontsize=8)
+                a.axis("off")
+    elif flat.shape[2] == 2:
+        fig, axes = plt.subplots(1, P, figsize=(3 * P, 3), squeeze=False)
+        for a, p, pts in zip(axes[0], points, flat):
+            a.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+            a.set_title(label(p), fontsize=8)
+            a.set_aspect("equal")
+    elif side * side == flat.shape[2]:
+        cols = min(n, 10)
+        fig, axes = plt.subplots(P, cols, figsize=(cols * 0.8, P * 0.85), squeeze=False)
+        for r, p in enumerate(points):
+            for j in range(cols):
+                a = axes[r, j]
+                a.imshow(flat[r, j].reshape(side, side), cmap="gray_r")
+                a.set_xticks([])
+                a.set_yticks([])
+                if j == 0:
+                    a.set_ylabel(label(p), fontsize=7, rotation=0, ha="right", va="center")
+    else:
+        fig, a = plt.subplots(figsize=(5, 4))
+        for p, x in zip(points, flat):
+            with torch.no_grad(), model.given(model.conditions.fixed(p, 1, model.device)):
+                lr = model.reward(torch.as_tensor(x, device=model.device)).cpu().numpy()
+            a.hist(lr, bins=40, alpha=0.5, label=label(p))
+        a.legend(fontsize=7)
+        a.set_xlabel("log R(x) of samples")
+    _save(fig, path, title)

@@ -70,6 +70,9 @@ class Rollouts:
         sp = self.space
         self._last = (0, None)  # (position, the net's output there): read only if the rollout fails
         try:
+            if self.per_row:  # rows with their own conditions: every row every step
+                with torch.set_grad_enabled(score and not self.exact_ok and torch.is_grad_enabled()):
+                    return self._rollout_steps(B, explore, score and not self.exact_ok)
             if self.exact_ok and sp.n_states <= B * sp.max_level:
                 with torch.set_grad_enabled(score and torch.is_grad_enabled()):
                     return self._rollout_table(B, explore, score)

@@ -215,9 +215,9 @@ def spec_inputs(G: dict) -> list[str]:
     """The relative paths of the files the IR names: a data file, a bridge's source data
     file, a reward table."""
     out = []
-    for what, arg in (("dataset", "path"), ("source_data", "path"), ("reward", "file")):
+    for what, arg in (("dataset", "path"), ("dataset", "labels"), ("source_data", "path"), ("reward", "file")):
         e = G.get(what)
-        if e is not None and e["entry"] in ("file", "table") and arg in e["args"]:
+        if e is not None and e["entry"] in ("file", "table") and e["args"].get(arg):
             out.append(e["args"][arg])
     return out
 
@@ -256,16 +256,32 @@ def run_inputs(out: Path, info: dict) -> Inputs:
 
 
 def load_data(c: Compiled, inputs: Inputs | None = None):
-    """(train, test) of the data target; (B empty rows' template, None) without one: a
-    model trained from a reward alone reads no data, so its batch only carries a size."""
-    from gfdsl.runtime.data import load
+    """(train, test, labels) of the data target; (B empty rows' template, None, None)
+    without one: a model trained from a reward alone reads no data, so its batch only
+    carries a size. labels: (train, test) of a labelled condition, 0-based (value - lo),
+    or None."""
+    from gfdsl.runtime.data import load_labelled
 
     g = c.graph
     if g.graph["dataset"] is None:
-        return torch.zeros(1, 0), None
-    train, test = load(g.graph["dataset"], g.nodes[g.graph["data"]], inputs or Inputs.beside(c.source.path))
+        return torch.zeros(1, 0), None, None
+    ds = g.graph["dataset"]
+    train, test, labels = load_labelled(ds, g.nodes[g.graph["data"]], inputs or Inputs.beside(c.source.path))
     _on_decoder_grid(c, train, test)
-    return train, test
+    cond = next(((n, cc) for n, cc in (g.graph.get("conditions") or {}).items() if cc["source"] == "labels"), None)
+    if cond is None:
+        return train, test, None
+    name, cc = cond
+    out = []
+    for y in labels:
+        bad = (y < cc["lo"]) | (y > cc["hi"])
+        if bool(bad.any()):
+            where = ds["args"].get("labels") or f"{ds['entry']}()"
+            raise GfdslError([diag("E801", None, None, path=str(where),
+                                   why=f"label {int(y[bad][0])} is outside condition {name}'s range "
+                                       f"int({cc['lo']}, {cc['hi']})")])
+        out.append(y - cc["lo"])
+    return train, test, tuple(out)
 
 
 def _on_decoder_grid(c: Compiled, *sets: torch.Tensor) -> None:
@@ -363,16 +379,22 @@ def _call_text(c: dict | None) -> str:
     return c["entry"] + "(" + ", ".join(f"{k} = {v}" for k, v in sorted(c["args"].items())) + ")"
 
 
-def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int = 0) -> str:
-    from gfdsl.engine.evaluate import draw_samples
+def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int = 0,
+               given: list[str] | None = None, guidance: float | None = None) -> tuple[str, list[dict]]:
+    """Draw n samples of a run's model: (n, ...); a conditional model's at each point
+    that `given` names (engine.given), (P, n, ...). Returns the file and the points."""
+    from gfdsl.engine.evaluate import draw_given, draw_samples
+    from gfdsl.engine.given import check_guidance, given_points
 
     c, model, _, _ = load_model(Path(run), device)
+    points = given_points(model.conditions, given)
+    check_guidance(model.conditions, guidance)
     model.eval()
     torch.manual_seed(seed)
-    samples = draw_samples(model, n)
+    samples = draw_given(model, n, points, guidance) if model.conditions else draw_samples(model, n)
     path = out or str(Path(run) / f"samples_{n}.npy")
     atomic_write(path, npy_bytes(samples))
-    return path
+    return path, points
 
 
 def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dict:
@@ -385,8 +407,8 @@ def eval_run(run: str, k: int | None, n: int | None, device: str = "cpu") -> dic
     check_cost(c, s["batch"], n or ds["args"].get("n_test") or 2000, k or s["eval_k"], None, memory=False)
     c, model, step, inputs = load_model(Path(run), device, c)
     model.eval()
-    _, test_x = load_data(c, inputs)
-    ev = evaluate(model, test_x, k or s["eval_k"], n, s["seed"])
+    _, test_x, labels = load_data(c, inputs)
+    ev = evaluate(model, test_x, k or s["eval_k"], n, s["seed"], None if labels is None else labels[1])
     ev["step"] = step
     return ev
 

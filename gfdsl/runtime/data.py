@@ -68,16 +68,24 @@ def toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
 def load(dataset: dict, data_type: dict, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, test) for the IR's dataset entry and the data node's attributes; a file
     named by the spec is found through `inputs` (gfdsl.files.Inputs)."""
+    return load_labelled(dataset, data_type, inputs)[:2]
+
+
+def load_labelled(dataset: dict, data_type: dict, inputs: Inputs):
+    """(train, test, labels): labels (train (N,), test (M,)) int64, split as the
+    examples are, where the entry gives them (digits(labels = true), file(labels =
+    ...)), else None."""
     entry, a = dataset["entry"], dataset["args"]
     numel = int(np.prod(data_type["shape"]))
     if entry == "toy2d":
         tr = toy2d(a["name"], a["n_train"], np.random.default_rng([a["seed"], 0]))
         te = toy2d(a["name"], a["n_test"], np.random.default_rng([a["seed"], 1]))
-        return torch.tensor(tr, dtype=torch.float32), torch.tensor(te, dtype=torch.float32)
+        return torch.tensor(tr, dtype=torch.float32), torch.tensor(te, dtype=torch.float32), None
     if entry == "digits":
         from sklearn.datasets import load_digits
 
-        x = load_digits().data.astype(np.float64)  # (1797, 64), values 0..16
+        d = load_digits()
+        x = d.data.astype(np.float64)  # (1797, 64), values 0..16
         perm = np.random.default_rng(a["seed"]).permutation(len(x))
         n_test = int(round(len(x) * a["test_fraction"]))
         te_i, tr_i = perm[:n_test], perm[n_test:]
@@ -88,9 +96,11 @@ def load(dataset: dict, data_type: dict, inputs: Inputs) -> tuple[torch.Tensor, 
             t = torch.tensor(x, dtype=torch.long)
         else:
             t = torch.tensor(x / 8.0 - 1.0, dtype=torch.float32)
-        return t[tr_i], t[te_i]
+        y = torch.tensor(d.target, dtype=torch.long)
+        return t[tr_i], t[te_i], ((y[tr_i], y[te_i]) if a.get("labels") else None)
     if entry == "file":
-        return _file(inputs.resolve(a["path"]), data_type, numel)
+        return _file(inputs.resolve(a["path"]), data_type, numel,
+                     inputs.resolve(a["labels"]) if a.get("labels") else None)
     raise KeyError(entry)
 
 
@@ -124,7 +134,7 @@ def read_array(path: Path) -> np.ndarray:
     return arr
 
 
-def _file(path: Path, data_type: dict, numel: int):
+def _file(path: Path, data_type: dict, numel: int, labels: Path | None = None):
     name = str(path)
 
     def bad(why: str):
@@ -141,7 +151,23 @@ def _file(path: Path, data_type: dict, numel: int):
     if data_type["dtype"] == "binary" and not np.isin(flat, [0, 1]).all():
         raise bad("a binary data state needs values 0 and 1 only")
     t = torch.tensor(flat.astype(np.int64 if data_type["dtype"] == "cat" else np.float32))
+    y = _labels(labels, len(t)) if labels is not None else None
     n_test = max(1, len(t) // 5)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(t), generator=g)
-    return t[perm[n_test:]], t[perm[:n_test]]
+    tr, te = perm[n_test:], perm[:n_test]
+    return t[tr], t[te], (None if y is None else (y[tr], y[te]))
+
+
+def _labels(path: Path, n: int) -> torch.Tensor:
+    """A label file: one integer per example (N,) or (N, 1); E801 otherwise."""
+    arr = read_array(path)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise GfdslError([diag("E801", None, None, path=str(path),
+                               why=f"needs one label per example ({n}), got shape {tuple(arr.shape)}")])
+    if not (np.issubdtype(arr.dtype, np.integer) or
+            (np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all())):
+        raise GfdslError([diag("E801", None, None, path=str(path), why="labels must be integers")])
+    return torch.tensor(arr.astype(np.int64))
