@@ -223,7 +223,8 @@ def _summary(G: dict, g) -> str:
     else:
         steps = sum(1 for *_, d in g.edges(data=True) if d["kind"] == "step")
         what = f"{g.number_of_nodes()} states, {steps} steps, {len(G['kernels'])} kernels ({learned} learned)"
-    return f"model {G['name']}, {what}; trained from {target}"
+    given = f", given {', '.join(sorted(G['conditions']))}" if G.get("conditions") else ""
+    return f"model {G['name']}, {what}; trained from {target}{given}"
 
 
 def cmd_compile(a) -> int:
