@@ -45,7 +45,7 @@ class Schedule(nn.Module):
             "abar": abar,
             "sqrt_abar": abar.sqrt(),
             "sqrt_1m_abar": (1 - abar).sqrt(),
-            "eps_coef": b / (1 - abar).sqrt() / a.sqrt(),  # mean = (x_t - eps_coef * eps) / sqrt(alpha)
+            "eps_coef": b / (1 - abar).sqrt(),  # mean = (x_t - eps_coef * eps) / sqrt(alpha) (Ho et al. eq. 11)
             "inv_sqrt_alpha": 1 / a.sqrt(),
             "beta_tilde": beta_tilde,
             # log beta_tilde at t = 1 is log 0: use beta_tilde_2 there (Ho et al.'s clipping)
