@@ -17,6 +17,8 @@ PyTorch or zuko on this kind of machine, as given in the project's issue):
     reference: independent per-pixel categoricals fitted to the training images
   ddpm_digits_cond, the same given the class label: -log p(x | y) per class, averaged
   mle_gfn on 8gaussians, IWAE k = 20
+  ddpm_v (cosine, v-prediction, learned variance, T = 50) on 8gaussians, IWAE k = 20;
+    reference: ddpm.gfn (linear, eps, T = 100) at the same budget
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def entries(quick: bool, tmp: Path, only: set[str] | None):
         ("ddpm_digits_cond", variant("ddpm_digits_cond", tmp), "digits (17 levels) given the class",
          independent_pixels_bpd(), None, "-log p(x | y), the mean over the classes' test images; compare "
          "ddpm_digits' -log p(x)", {"eval_k": 100, "eval_n": None}),
+        ("ddpm_v", variant("ddpm_v", tmp), "8gaussians", 2.914, 2.95, "specs/ddpm.gfn (linear, eps, T = 100)", {}),
     ] + [("ddpm", variant("ddpm", tmp, d), d, 3.03 if d == "8gaussians" else None,
           3.10 if d == "8gaussians" else None, "hand-written DDPM" if d == "8gaussians" else "", {})
          for d in TOYS]

@@ -93,14 +93,14 @@ def test_non_finite_loss_names_step_term_and_kernel(tmp_path, monkeypatch):
 
     spec = small_spec(tmp_path, steps=200, every=20)
     calls = {"n": 0}
-    real = kernels.DDPMDenoiser.eps_pred
+    real = kernels.DDPMDenoiser.outputs  # the one place the denoiser's net is read
 
     def faulty(self, x, i, ctx=None):
         calls["n"] += 1
-        out = real(self, x, i, ctx)
-        return out * float("nan") if calls["n"] > 57 else out  # step 58 goes bad
+        out, u = real(self, x, i, ctx)
+        return (out * float("nan") if calls["n"] > 57 else out), u  # step 58 goes bad
 
-    monkeypatch.setattr(kernels.DDPMDenoiser, "eps_pred", faulty)
+    monkeypatch.setattr(kernels.DDPMDenoiser, "outputs", faulty)
     out = tmp_path / "nan"
     with pytest.raises(GfdslError) as e:
         train(str(spec), RunOptions(out=str(out), progress=False, log_every=10))

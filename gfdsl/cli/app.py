@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--guidance", type=_nonneg_float, metavar="S",
                    help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: guided); "
                         "needs a model trained with cond_dropout")
+    c.add_argument("--steps", type=_pos_int, metavar="S",
+                   help="a DDPM chain: sample in S respaced steps instead of all T (strided ancestral; "
+                        "the likelihood stays the full chain's)")
+    c.add_argument("--eta", type=_nonneg_float, metavar="E",
+                   help="a DDPM chain: DDIM sampling with noise level E in [0, 1] (0: deterministic)")
 
     c = sub.add_parser("eval", help="estimate the test log-likelihood of a trained run")
     c.add_argument("run", metavar="RUN")
@@ -357,7 +362,7 @@ def cmd_sample(a) -> int:
 
     from gfdsl.runtime.conditions import label
 
-    path, points = sample_run(a.run, a.n, a.out, a.device, a.seed, a.given, a.guidance)
+    path, points = sample_run(a.run, a.n, a.out, a.device, a.seed, a.given, a.guidance, a.steps, a.eta)
     if points != [{}]:
         shown = ", ".join(label(p) for p in points[:12]) + (", ..." if len(points) > 12 else "")
         print(f"wrote {path}: ({len(points)}, {a.n}, ...) samples, a row per point: {shown}")

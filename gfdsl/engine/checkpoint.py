@@ -47,8 +47,9 @@ def _params_and_buffers(model) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str, torch.Tensor],
-                    extra: dict | None = None) -> None:
-    """One safetensors file with model, optimizer and RNG states, written atomically."""
+                    extra: dict | None = None, more: dict[str, torch.Tensor] | None = None) -> None:
+    """One safetensors file with model, optimizer and RNG states (and `more` tensors:
+    the EMA's averages), written atomically."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{n}": t.detach().contiguous() for n, t in _params_and_buffers(model).items()}
@@ -58,6 +59,8 @@ def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str,
             tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
     for k, v in rng.items():
         tensors[f"rng.{k}"] = v.contiguous()
+    for k, v in (more or {}).items():
+        tensors[k] = v.detach().contiguous()
     tensors = {k: v.cpu() for k, v in tensors.items()}
     meta = {"format": "gfdsl-checkpoint-1", "spec_hash": shash, "step": str(step),
             "param_groups": json.dumps(sd["param_groups"]), "sha256": tensor_digest(tensors), **(extra or {})}

@@ -203,14 +203,19 @@ def sliced_w2(a: np.ndarray, b: np.ndarray, n_proj: int = 200, seed: int = 0) ->
 
 
 @torch.no_grad()
-def draw_samples(model, n: int, guidance: float | None = None) -> np.ndarray:
+def draw_samples(model, n: int, guidance: float | None = None, steps: int | None = None,
+                 eta: float | None = None) -> np.ndarray:
     """n samples (n, ...) of an unconditional model, or -- under model.given(...) --
-    of the current condition values, with classifier-free guidance where given."""
+    of the current condition values, with classifier-free guidance where given; a DDPM
+    chain in `steps` respaced steps (DDIM where `eta` is given; gfdsl.engine.fewstep)."""
+    from gfdsl.engine.fewstep import few_step_sample
+
     nets = [m for m in model.modules() if hasattr(m, "guidance")]
     for m in nets:
         m.guidance = guidance
     try:
-        x = model.space.forward(n).terminal
+        x = (few_step_sample(model, n, steps, eta) if steps is not None or eta is not None
+             else model.space.forward(n).terminal)
     finally:
         for m in nets:
             m.guidance = None
@@ -218,13 +223,14 @@ def draw_samples(model, n: int, guidance: float | None = None) -> np.ndarray:
 
 
 @torch.no_grad()
-def draw_given(model, n: int, points: list[dict], guidance: float | None = None) -> np.ndarray:
+def draw_given(model, n: int, points: list[dict], guidance: float | None = None, steps: int | None = None,
+               eta: float | None = None) -> np.ndarray:
     """Samples of a conditional model at each point (P, n, ...), in the order given."""
     conds = model.conditions
     out = []
     for p in points:
         with model.given(conds.fixed(p, 1, model.device)):
-            out.append(draw_samples(model, n, guidance))
+            out.append(draw_samples(model, n, guidance, steps, eta))
     return np.stack(out)
 
 

@@ -86,3 +86,22 @@ def check_guidance(conds, guidance: float | None) -> None:
     if conds.dropout <= 0:
         raise _bad("--guidance", f"{guidance:g}: the model was trained without cond_dropout, so it has no "
                                  "unconditional part to guide from", "train with `cond_dropout = 0.1`")
+
+
+def check_few_steps(model, steps: int | None, eta: float | None) -> None:
+    """`--steps S` and `--eta E` respace a DDPM chain (engine.fewstep): refused for any
+    other model, for S above the trained T, and for E outside [0, 1]."""
+    if steps is None and eta is None:
+        return
+    from gfdsl.engine.denoising import ddpm_parts
+
+    flag = "--steps" if steps is not None else "--eta"
+    parts = ddpm_parts(model)
+    if parts is None:
+        raise _bad(flag, "few-step sampling respaces a DDPM chain, and this model is not one (it needs one "
+                         "ddpm_denoiser and one ddpm_noising kernel on every step)", "sample without --steps/--eta")
+    T = parts[0].s.T
+    if steps is not None and not 1 <= steps <= T:
+        raise _bad("--steps", f"{steps}: the model was trained with T = {T} steps", f"give 1 to {T}")
+    if eta is not None and not 0 <= eta <= 1:
+        raise _bad("--eta", f"{eta:g} is outside [0, 1]", "0 is deterministic DDIM, 1 the ancestral noise level")

@@ -11,6 +11,7 @@ step), log, evaluation and checkpoint points, a posterior's stage boundary, IPF 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine import distributed
 from gfdsl.engine.checkpoint import CKPT, read_latest, restore_model, restore_optimizer, save_checkpoint, spec_hash
+from gfdsl.engine.ema import EMA
 from gfdsl.engine.evaluate import draw_given, draw_samples, evaluate
 from gfdsl.engine.module import param_groups
 from gfdsl.engine.rundir import (
@@ -128,6 +130,11 @@ class Run:
     start: int
     train_y: torch.Tensor | None = None  # a labelled condition's values (N,), 0-based
     test_y: torch.Tensor | None = None
+    ema: EMA | None = None  # `ema = d`: the averaged weights that sampling and evaluation use
+
+    def averaged(self):
+        """The EMA weights in the model for the body (nothing changes without `ema`)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
 
 def _build(su: Setup, device: torch.device) -> Run:
@@ -160,8 +167,11 @@ def _build(su: Setup, device: torch.device) -> Run:
         if "rng.cuda" in su.tensors and device.type == "cuda":
             torch.cuda.set_rng_state(su.tensors["rng.cuda"])
         start = int(su.meta["step"])
+    ema = EMA(model, s["ema"]) if s["ema"] else None
+    if ema is not None and su.tensors is not None:
+        ema.restore(su.tensors)
     return Run(model, opt, gen, train_x.to(device), test_x, params, start,
-               None if labels is None else labels[0].to(device), None if labels is None else labels[1])
+               None if labels is None else labels[0].to(device), None if labels is None else labels[1], ema)
 
 
 def init_log_z(model, how: float | str, batch: int) -> None:
@@ -224,11 +234,17 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
 
 
 def _finish(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
-    """Evaluate, draw samples, plot them and write summary.json."""
+    """Evaluate, draw samples, plot them and write summary.json -- with the EMA weights
+    where the run keeps them."""
+    run.model.eval()
+    with run.averaged():
+        return _report(run, su, opts, loop, ranks, device)
+
+
+def _report(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
     from gfdsl.engine import plots
 
     model, G = run.model, su.c.graph.graph
-    model.eval()
     ev = evaluate(model, run.test_x, su.eval_k, opts.eval_n, su.seed, run.test_y)
     n = opts.samples or (2000 if G["reward"] is not None or int(np.prod(model.data_shape)) <= 2 else 64)
     torch.manual_seed(su.seed + 2)
@@ -264,7 +280,7 @@ def _finish(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
                    "temper": G["reward"].get("temper")}
         if G["reward"] is not None else None,
         "given": [label(p) for p in model.conditions.grid()] if model.conditions else None,
-        "prior": su.prior_run, "rounds": loop.rounds or None,
+        "prior": su.prior_run, "rounds": loop.rounds or None, "ema": run.ema.decay if run.ema else None,
         "device": str(device), "threads": su.threads, "nproc": ranks.world, "spec_hash": spec_hash(su.c.source.text),
         "parameters": sum(p.numel() for p in run.params),
     }

@@ -3,9 +3,9 @@ against GfnModel's rollout API -- tb is the same function for the hypergrid and 
 diffusion sampler.
 
 Data terms, on backward trajectories from data points x (log P_B detached unless said):
-  elbo(weighting, train)  -E_{P_B(tau|x)}[log P_F(tau) - log P_B(tau|x)]; "simple" is Ho et
-                          al.'s L_simple, ||eps - eps_theta||^2 at one uniformly drawn step,
-                          through the noising kernel's closed-form marginal
+  elbo(weighting, train)  -E_{P_B(tau|x)}[log P_F(tau) - log P_B(tau|x)]; "simple" (Ho et
+                          al.'s L_simple) and "hybrid" (Nichol & Dhariwal's L_simple +
+                          lamda L_vlb) at one uniformly drawn step (gfdsl.engine.denoising)
   mle                     -log p(x), exact: each x has one trajectory
   tbc(k, train, form)     trajectory-balance consistency (MLE-GFN): a_j = log P_F(tau_j) -
                           log P_B(tau_j|x) of k trajectories of one x must agree
@@ -34,8 +34,7 @@ from __future__ import annotations
 import torch
 
 from gfdsl.engine import offpolicy
-from gfdsl.errors import GfdslError, diag
-from gfdsl.runtime.kernels import DDPMDenoiser, DDPMNoising
+from gfdsl.engine.denoising import denoising_loss, denoising_parts
 
 DATA = {"elbo", "mle", "tbc", "ipf"}
 
@@ -45,10 +44,10 @@ class Objective:
         self.stages = [[(float(t["coef"]), t["term"], dict(t["args"]), t["span"]) for t in s] for s in stages]
         self.prior_steps = prior_steps if len(stages) == 2 else 0
         terms = [t for s in self.stages for t in s]
-        self.simple = None
+        self.simple = None  # the denoiser that a one-step elbo weighting trains
         for _coef, name, args, span in terms:
-            if name == "elbo" and args["weighting"] == "simple":
-                self.simple = _simple_parts(model, span, source)
+            if name == "elbo" and args["weighting"] in ("simple", "hybrid"):
+                self.simple = denoising_parts(model, args["weighting"], span, source)
         self.total_steps = 1  # set by the training loop (ipf needs its round length)
         self.rounds = next((a["rounds"] for _, n, a, _ in terms if n == "ipf"), 1)
         self.k = max([a["k"] for _, n, a, _ in terms if n == "tbc"], default=1)
@@ -87,8 +86,11 @@ class Objective:
     # -- data terms ---------------------------------------------------------------------------
 
     def _data(self, model, name, args, x, step, shared):
-        if name == "elbo" and args["weighting"] == "simple":
-            return self._l_simple(x)
+        if name == "elbo" and args["weighting"] in ("simple", "hybrid"):
+            loss, out = denoising_loss(self.simple, x, args["weighting"], args["lamda"])
+            # every step shares the denoiser: its health stands for all forward entries
+            self._mark("pf", torch.isfinite(out).all())
+            return loss
         if name == "ipf":
             return self._ipf(model, x, step)
         if name == "elbo" and args["train"] == "both":
@@ -104,19 +106,6 @@ class Objective:
         if name == "mle":
             return mle(t)
         return tbc(t, args, x.shape[0])
-
-    def _l_simple(self, x0):
-        fk, bk = self.simple
-        s = fk.s
-        n = x0.shape[0]
-        i = torch.randint(0, s.T, (n,), device=x0.device)
-        eps = torch.randn_like(x0)
-        xt = s.sqrt_abar[i][:, None] * x0 + s.sqrt_1m_abar[i][:, None] * eps
-        out = fk.eps_pred(xt, i)
-        # every step shares the denoiser: its health stands for all forward entries
-        self._mark("pf", torch.isfinite(out).all())
-        target = eps if fk.param == "eps" else x0
-        return ((out - target) ** 2).mean()
 
     def _ipf(self, model, x, step):
         chain = model.space
@@ -283,25 +272,3 @@ def _rtb(obj, model, x, step):
     obj.check(lpf, None, None, log_r)
     return relative_tb(model.log_z(), lpf, lpf_prior, log_r)
 
-
-def _simple_parts(model, span, source):
-    steps = model.space.plan.steps if hasattr(model.space, "plan") else ()
-    f = {s.fwd for s in steps}
-    b = {s.bwd for s in steps}
-    ks = model.space.kernels if steps else {}
-    fk = ks[next(iter(f))] if len(f) == 1 else None
-    bk = ks[next(iter(b))] if len(b) == 1 and None not in b else None
-    ok = isinstance(fk, DDPMDenoiser) and isinstance(bk, DDPMNoising) and fk.s is bk.s \
-        and sorted(s.pos for s in steps) == list(range(len(steps))) and not any(s.ctx for s in steps)
-    if not ok:
-        raise GfdslError([diag("E802", source, _span(span),
-                               message='elbo(weighting = "simple") needs one ddpm_denoiser() forward and one '
-                                       "ddpm_noising() backward kernel sharing a schedule on every step",
-                               hint='use elbo(weighting = "full") for other structures')])
-    return fk, bk
-
-
-def _span(t):
-    from gfdsl.lang.source import Span
-
-    return Span(*t) if t else None

@@ -107,6 +107,8 @@ class Loop:
         if self.s["grad_clip"]:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.s["grad_clip"], gnorm)
         self.opt.step()
+        if run.ema is not None:
+            run.ema.update()
         # health bookkeeping stays on the device: no sync inside a step
         ok = torch.isfinite(loss) & torch.isfinite(gnorm)
         now_bad = (self.first_bad < 0) & ~ok
@@ -134,15 +136,19 @@ class Loop:
             self.acc, self.acc_terms = torch.zeros((), device=self.device), {}
             self.last_t, self.last_step = now, step
         if mf is not None and s["eval_every"] and step % s["eval_every"] == 0 and self.model.reward is not None:
-            self._write(mf, {"step": step, "eval": eval_point(self.model, su.seed)})
+            with self.run_.averaged():
+                self._write(mf, {"step": step, "eval": eval_point(self.model, su.seed)})
         if mf is not None and self.ipf and step % self.period == 0 and self.run_.test_x is not None:
-            rec = {"step": step, "round": step // self.period, **ipf_round_metrics(self.model, self.run_.test_x, su.seed)}
+            with self.run_.averaged():
+                rec = {"step": step, "round": step // self.period,
+                       **ipf_round_metrics(self.model, self.run_.test_x, su.seed)}
             self.rounds.append({k: rec[k] for k in ("round", "step", "sliced_w2")})
             self._write(mf, rec)
         if step % s["checkpoint_every"] == 0 or step == su.steps:
             self.fail_if_bad()  # never write a checkpoint after a non-finite step
             if self.ranks.main:
-                save_checkpoint(su.out, self.model, self.opt, step, spec_hash(su.c.source.text), self.rng_state())
+                save_checkpoint(su.out, self.model, self.opt, step, spec_hash(su.c.source.text), self.rng_state(),
+                                more=self.run_.ema.tensors() if self.run_.ema is not None else None)
                 if self.opts.on_checkpoint is not None:
                     self.opts.on_checkpoint(step, self.model)
             self.good_step = step

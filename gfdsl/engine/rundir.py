@@ -31,6 +31,7 @@ import torch
 
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine.checkpoint import CKPT, read_checkpoint, restore_model, spec_hash
+from gfdsl.engine.ema import load_averages
 from gfdsl.errors import GfdslError, diag
 from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest, umask
 
@@ -333,6 +334,7 @@ def load_model(run: Path, device: str = "cpu", c: Compiled | None = None):
                                hint="restore the spec.gfn the run was trained with")])
     model = lower(c.graph, c.source, inputs)
     restore_model(model, tensors)
+    load_averages(model, tensors)  # a run trained with `ema` samples and evaluates with the averages
     return c, model.to(resolve_device(device)), int(meta.get("step", 0)), inputs
 
 
@@ -380,18 +382,22 @@ def _call_text(c: dict | None) -> str:
 
 
 def sample_run(run: str, n: int, out: str | None, device: str = "cpu", seed: int = 0,
-               given: list[str] | None = None, guidance: float | None = None) -> tuple[str, list[dict]]:
+               given: list[str] | None = None, guidance: float | None = None, steps: int | None = None,
+               eta: float | None = None) -> tuple[str, list[dict]]:
     """Draw n samples of a run's model: (n, ...); a conditional model's at each point
-    that `given` names (engine.given), (P, n, ...). Returns the file and the points."""
+    that `given` names (engine.given), (P, n, ...); a DDPM chain's in `steps` respaced
+    steps, DDIM with `eta` (engine.fewstep). Returns the file and the points."""
     from gfdsl.engine.evaluate import draw_given, draw_samples
-    from gfdsl.engine.given import check_guidance, given_points
+    from gfdsl.engine.given import check_few_steps, check_guidance, given_points
 
     c, model, _, _ = load_model(Path(run), device)
     points = given_points(model.conditions, given)
     check_guidance(model.conditions, guidance)
+    check_few_steps(model, steps, eta)
     model.eval()
     torch.manual_seed(seed)
-    samples = draw_given(model, n, points, guidance) if model.conditions else draw_samples(model, n)
+    samples = (draw_given(model, n, points, guidance, steps, eta) if model.conditions
+               else draw_samples(model, n, None, steps, eta))
     path = out or str(Path(run) / f"samples_{n}.npy")
     atomic_write(path, npy_bytes(samples))
     return path, points

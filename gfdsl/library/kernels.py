@@ -116,12 +116,15 @@ def _categorical_rule(use: KernelUse, a: NetOnlyArgs) -> list[Problem]:
 
 
 class DenoiserArgs(Args):
-    """ddpm_denoiser(net, schedule, param = "eps", variance = "beta") (Ho et al. 2020)."""
+    """ddpm_denoiser(net, schedule, param = "eps", variance = "beta") (Ho et al. 2020);
+    param "v" is Salimans & Ho (2022), variance "learned" Nichol & Dhariwal (2021)."""
 
     net: NetRef
     schedule: ScheduleRef
-    param: Literal["eps", "x0"] = "eps"
-    variance: Literal["beta", "beta_tilde"] = "beta"
+    param: Literal["eps", "x0", "v"] = Field(default="eps", description=(
+        "what the net predicts: the noise eps, the data x0, or v = sqrt(abar) eps - sqrt(1 - abar) x0"))
+    variance: Literal["beta", "beta_tilde", "learned"] = Field(default="beta", description=(
+        "sigma_t^2: beta_t, beta-tilde_t, or learned: n more net outputs interpolate their logs"))
     levels: int = Field(default=0, ge=0, le=65536, description=(
         "0: a Gaussian on every step; L >= 2: the step into the data state is the discretised "
         "Gaussian decoder over L evenly spaced values in [-1, 1] (Ho et al. 2020, sec. 3.3)"))
@@ -141,9 +144,12 @@ def _denoiser_rule(use: KernelUse, a: DenoiserArgs) -> list[Problem]:
         probs.append(Problem("E403", "levels", dict(
             kernel="ddpm_denoiser", need=f"a real data state for its discretised decoder (levels = {a.levels})",
             src=use.inp_name, dst=use.out_name, hint="drop `levels`, or use it on the steps into the data state")))
+    what = {"eps": "noise", "x0": "x0", "v": "v"}[a.param] + " prediction"
+    if a.variance == "learned":
+        what += " and variance interpolation"
     return probs + (_dtype(use, "ddpm_denoiser", ("real",), "a real") + _same_shape(use, "ddpm_denoiser")
-            + _net_sizes(use, "ddpm_denoiser", a.net, n + use.context_numel, n,
-                         f"for its {'noise' if a.param == 'eps' else 'x0'} prediction of {use.out_name} ({use.out})")
+            + _net_sizes(use, "ddpm_denoiser", a.net, n + use.context_numel, 2 * n if a.variance == "learned" else n,
+                         f"for its {what} of {use.out_name} ({use.out})")
             + _time(use, "ddpm_denoiser", a.net) + _schedule(use, a.schedule))
 
 
@@ -251,7 +257,7 @@ REGISTRY.add(Entry("bernoulli", K, NetOnlyArgs, "independent Bernoulli bits from
                    BOTH, frozenset(), _learned, _bernoulli_rule))
 REGISTRY.add(Entry("categorical", K, NetOnlyArgs, "independent categoricals from a net's logits",
                    BOTH, frozenset(), _learned, _categorical_rule))
-REGISTRY.add(Entry("ddpm_denoiser", K, DenoiserArgs, "DDPM reverse step p(x_{t-1} | x_t), eps or x0 parameterised",
+REGISTRY.add(Entry("ddpm_denoiser", K, DenoiserArgs, "DDPM reverse step p(x_{t-1} | x_t): eps, x0 or v predicted, fixed or learned variance",
                    FWD, frozenset({"rsample"}), _learned, _denoiser_rule))
 REGISTRY.add(Entry("ddpm_noising", K, NoisingArgs, "fixed DDPM noising q(x_t | x_{t-1}) with closed-form marginal",
                    BWD, frozenset({"rsample", "closed_form_marginal"}), lambda a: False, _noising_rule))

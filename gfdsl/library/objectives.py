@@ -28,13 +28,16 @@ from gfdsl.library.registry import REGISTRY, Args, Entry, NetRef, PosInt
 class ElboArgs(Args):
     """elbo(weighting = "full", train = "pf"): E_{P_B(tau|x)}[log P_F(tau) - log P_B(tau|x)].
 
-    weighting "simple" is Ho et al.'s L_simple reweighting for DDPM denoisers;
+    weighting "simple" is Ho et al.'s L_simple reweighting for DDPM denoisers, "hybrid"
+    Nichol & Dhariwal's L_simple + lamda L_vlb (it trains a learned variance);
     train "pf" detaches log P_B (the design's default), "both" trains P_B too
     (reparameterised, as in a VAE).
     """
 
-    weighting: Literal["full", "simple"] = "full"
+    weighting: Literal["full", "simple", "hybrid"] = "full"
     train: Literal["pf", "both"] = "pf"
+    lamda: float = Field(default=0.001, ge=0, le=1000, description=(
+        'weight of L_vlb (T L_t in nats per value) in weighting = "hybrid"'))
 
 
 class TbcArgs(Args):

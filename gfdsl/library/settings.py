@@ -27,6 +27,9 @@ class TrainSettings(Args):
         "cosine: the learning rate falls to 0 along the run, or along each round of ipf(rounds), "
         "each round being its own fit"))
     eval_k: PosInt = Field(default=100, le=100_000, description="backward trajectories per point in eval")
+    ema: float = Field(default=0.0, ge=0, lt=1, description=(
+        "decay of an exponential moving average of the weights, which sampling and evaluation "
+        "use (e.g. 0.999); 0 = none"))
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
     # -- balance training against a reward (tb, db, subtb, vargrad, fm, rtb) --
     lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb, rtb)")

@@ -174,29 +174,72 @@ class DDPMDenoiser(Kernel):
     """p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (Ho et al. 2020, eq. 11); with
     `levels` L, the step into the data state (position `decode_pos`, set by lowering) is
     that Gaussian discretised onto L values in [-1, 1] (eq. 13), so the likelihood of
-    discrete data (images) is a probability and converts to bits per dimension."""
+    discrete data (images) is a probability and converts to bits per dimension.
+
+    The net predicts eps, x_0 or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans &
+    Ho 2022, sec. 4); `predict` turns any of them into (x_0-hat, eps-hat) through
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps. With variance "learned" the net has
+    n more outputs u, and log sigma_t^2 = f log beta_t + (1 - f) log beta-tilde_t with
+    f = (u + 1) / 2 (Nichol & Dhariwal 2021, eq. 15).
+    """
 
     def __init__(self, net: nn.Module, sched: Schedule, param: str, variance: str, levels: int = 0):
         super().__init__()
         self.net, self.s, self.param, self.variance, self.levels = net, sched, param, variance, levels
         self.decode_pos: int | None = None
 
-    def eps_pred(self, x, i, ctx=None):
-        return self.net(self._in(x, ctx), _t(i))
+    def outputs(self, x, i, ctx=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The net's prediction (B, n) (eps, x_0 or v) and, with a learned variance, its
+        interpolation output u (B, n); else None."""
+        out = self.net(self._in(x, ctx), _t(i))
+        if self.variance != "learned":
+            return out, None
+        return out.chunk(2, dim=1)
+
+    def target(self, x0, eps, i) -> torch.Tensor:
+        """What the net should predict for x_t = sqrt(abar) x0 + sqrt(1 - abar) eps."""
+        if self.param == "eps":
+            return eps
+        if self.param == "x0":
+            return x0
+        s = self.s
+        return s.sqrt_abar[i][:, None] * eps - s.sqrt_1m_abar[i][:, None] * x0
+
+    def predict(self, x, i, out) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0-hat, eps-hat) (B, n) from the net's prediction `out` at x = x_t."""
+        s = self.s
+        a, b = s.sqrt_abar[i][:, None], s.sqrt_1m_abar[i][:, None]
+        if self.param == "eps":
+            return (x - b * out) / a, out
+        if self.param == "x0":
+            return out, (x - a * out) / b
+        return a * x - b * out, b * x + a * out  # v: (a^2 + b^2 = 1)
+
+    def _mean(self, x, i, out):
+        s = self.s
+        if self.param == "eps":  # Ho et al. eq. 11 (kept in this form: bit-identical runs)
+            return (x - s.eps_coef[i][:, None] * out) * s.inv_sqrt_alpha[i][:, None]
+        x0 = out if self.param == "x0" else self.predict(x, i, out)[0]
+        return s.c0[i][:, None] * x0 + s.ct[i][:, None] * x
 
     def mean(self, x, i, ctx=None):
-        s = self.s
-        out = self.net(self._in(x, ctx), _t(i))
-        if self.param == "eps":
-            return (x - s.eps_coef[i][:, None] * out) * s.inv_sqrt_alpha[i][:, None]
-        return s.c0[i][:, None] * out + s.ct[i][:, None] * x
+        return self._mean(x, i, self.outputs(x, i, ctx)[0])
 
-    def log_var(self, i):
-        return self.s.log_beta[i] if self.variance == "beta" else self.s.log_beta_tilde[i]
+    def log_var(self, i, u=None):
+        """log sigma_t^2: (B,) for a fixed variance, (B, n) for a learned one."""
+        if self.variance == "beta":
+            return self.s.log_beta[i]
+        if self.variance == "beta_tilde":
+            return self.s.log_beta_tilde[i]
+        f = (u + 1) / 2
+        return f * self.s.log_beta[i][:, None] + (1 - f) * self.s.log_beta_tilde[i][:, None]
 
     def dist(self, x, i, ctx=None):
-        mu = self.mean(x, i, ctx)
-        scale = (0.5 * self.log_var(i)).exp()[:, None].expand_as(mu)
+        out, u = self.outputs(x, i, ctx)
+        mu = self._mean(x, i, out)
+        lv = self.log_var(i, u)
+        scale = (0.5 * lv).exp()
+        scale = scale.expand_as(mu) if u is not None else scale[:, None].expand_as(mu)
         if self.levels and self.decode_pos is not None:
             return DiscretizedNormal(mu, scale, i == self.decode_pos, self.levels)
         return diag_normal(mu, scale)
