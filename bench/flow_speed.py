@@ -57,7 +57,7 @@ def main() -> int:
 
     data = torch.tensor(toy2d("8gaussians", 50_000, np.random.default_rng(0)), dtype=torch.float32)
     g, gl = gfdsl_flow()
-    K = len(g.plan.steps)
+    K = len(g.space.plan.steps)
     z, zl = zuko_flow(K, 128)
     models = {"zuko": (z, zl), "gfdsl": (g, gl)}
     runs = {k: (f, torch.optim.Adam(m.parameters(), lr=1e-3)) for k, (m, f) in models.items()}

@@ -3,6 +3,7 @@ reference numbers, writing a markdown table (docs/zoo.md by default).
 
     python bench/zoo.py                  # everything (about an hour on one CPU thread)
     python bench/zoo.py --only realnvp hvae
+    python bench/zoo.py --only nsf --update   # re-measure some rows, keep the table's others
     python bench/zoo.py --quick          # a few steps each: checks the pipeline, not quality
 
 Entries (test NLL per example in nats unless noted; references measured with plain
@@ -19,6 +20,10 @@ PyTorch or zuko on this kind of machine, as given in the project's issue):
   mle_gfn on 8gaussians, IWAE k = 20
   ddpm_v (cosine, v-prediction, learned variance, T = 50) on 8gaussians, IWAE k = 20;
     reference: ddpm.gfn (linear, eps, T = 100) at the same budget
+  nsf (6 rational-quadratic spline couplings) on 8gaussians, exact; reference: zuko's
+    NSF at 2000 steps (the project's figure; bench/nsf.py measures zuko side by side)
+  flow_matching (cfm with minibatch OT, RK4 over 20 steps) on moons, the ODE's likelihood;
+    reference: TorchCFM's 2-D tutorial at 1000 iterations (the project's figure)
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gfdsl.engine.evaluate import estimator_label  # noqa: E402
 from gfdsl.engine.loop import train  # noqa: E402
 from gfdsl.engine.rundir import RunOptions  # noqa: E402
 
@@ -99,6 +105,9 @@ def entries(quick: bool, tmp: Path, only: set[str] | None):
          independent_pixels_bpd(), None, "-log p(x | y), the mean over the classes' test images; compare "
          "ddpm_digits' -log p(x)", {"eval_k": 100, "eval_n": None}),
         ("ddpm_v", variant("ddpm_v", tmp), "8gaussians", 2.914, 2.95, "specs/ddpm.gfn (linear, eps, T = 100)", {}),
+        ("nsf", variant("nsf", tmp), "8gaussians", 2.87, 2.87, "zuko NSF at 2000 steps", {}),
+        ("flow_matching", variant("flow_matching", tmp), "moons", 3.10, 3.10,
+         "TorchCFM's tutorial figure; bench/flow_matching/run.py runs TorchCFM side by side", {}),
     ] + [("ddpm", variant("ddpm", tmp, d), d, 3.03 if d == "8gaussians" else None,
           3.10 if d == "8gaussians" else None, "hand-written DDPM" if d == "8gaussians" else "", {})
          for d in TOYS]
@@ -113,6 +122,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of the table at --out that this run does not re-measure")
     ap.add_argument("--from-json", nargs="+", metavar="FILE",
                     help="train nothing: write the table from results saved by earlier --json runs")
     a = ap.parse_args()
@@ -129,8 +140,7 @@ def main() -> int:
         for i, (name, spec, data, ref, goal, note, kw) in enumerate(entries(a.quick, tmp, only)):
             t = time.perf_counter()
             s = run(spec, tmp / f"run{i}", a.quick, **kw)
-            est = s["nll_estimator"]
-            est = "exact" if est["name"] == "exact" else f"IWAE k={est['k']}"
+            est = estimator_label(s["nll_estimator"])
             ours = s["test_nll_nats"]
             if "test_bpd" in s and name.startswith("ddpm_digits"):  # images are compared in bits per pixel
                 ours, est = s["test_bpd"], est + ", bits/dim"
@@ -145,6 +155,8 @@ def main() -> int:
                 print(json.dumps(rows[-1]), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
+    if a.update and Path(a.out).exists():
+        rows = merged(Path(a.out).read_text(), rows)
     Path(a.out).write_text(table(rows, a.quick))
     print(f"wrote {a.out}")
     return 0
@@ -168,6 +180,23 @@ def ipf(name: str, data: str, tmp: Path, quick: bool) -> dict:
                      + "; reference = round 1" + nll, entropy=None)
 
 
+def merged(old_table: str, rows: list) -> list:
+    """The old table's rows, each replaced by this run's row of the same spec and data,
+    then this run's new rows; an old row stays as it was printed (its cells as text)."""
+    new = {(r["spec"], r["data"]): r for r in rows}
+    out = []
+    for line in old_table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 11 or cells[0] in ("spec", "---"):
+            continue
+        key = (cells[0], cells[1])
+        out.append(new.pop(key) if key in new else dict(zip(COLUMNS, cells), printed=line))
+    return out + list(new.values())
+
+
+COLUMNS = ("spec", "data", "steps", "seconds", "ours", "estimator", "reference", "goal", "met", "entropy", "note")
+
+
 def table(rows, quick: bool) -> str:
     out = ["# Model zoo", "",
            "Produced by `python bench/zoo.py" + (" --quick" if quick else "") + "` on one CPU thread. Test NLL per "
@@ -176,6 +205,9 @@ def table(rows, quick: bool) -> str:
            "| spec | data | steps | seconds | ours | estimator | reference | goal | met | data entropy | note |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "printed" in r:
+            out.append(r["printed"])
+            continue
         met = "" if r["goal"] is None else ("yes" if r["ours"] <= r["goal"] else "**no**")
         if r["spec"] == "schrodinger_bridge":
             met = "yes" if r["ours"] < r["reference"] else "**no**"

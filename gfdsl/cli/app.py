@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "needs a model trained with cond_dropout")
     c.add_argument("--steps", type=_pos_int, metavar="S",
                    help="a DDPM chain: sample in S respaced steps instead of all T (strided ancestral; "
-                        "the likelihood stays the full chain's)")
+                        "the likelihood stays the full chain's); an ODE flow: S solver steps")
     c.add_argument("--eta", type=_nonneg_float, metavar="E",
                    help="a DDPM chain: DDIM sampling with noise level E in [0, 1] (0: deterministic)")
 
@@ -336,8 +336,9 @@ def _result_line(s: dict) -> str:
         lz = "n/a (no log Z in this parametrisation)" if s["log_z_error"] is None else f"{s['log_z_error']:.4g}"
         return f"exact L1 {s['exact_l1']:.4g}, |log Z - true| {lz}"
     if "test_nll_nats" in s:
-        est = s["nll_estimator"]
-        est = "exact" if est["name"] == "exact" else f"iwae, k={est['k']}"
+        from gfdsl.engine.evaluate import estimator_label
+
+        est = estimator_label(s["nll_estimator"])
         bpd = f", {s['test_bpd']:.3f} bits/dim" if "test_bpd" in s else ""
         return f"test NLL {s['test_nll_nats']:.4f} nats ({est}, {s['n_eval']} points){bpd}"
     if "sliced_w2" in s:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from gfdsl.ir.graph import numel
+from gfdsl.library.kernels import RK_STAGES
 from gfdsl.library.registry import REGISTRY, Ref
 
 F32 = 4
@@ -125,6 +126,16 @@ def _net_sizes(G: dict) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def _net_calls(k: dict, n: int) -> int:
+    """Net passes one step of kernel k makes per row, counting a backward pass as two:
+    an ode_flow step runs its net once per Runge-Kutta stage, plus the divergence's
+    backward passes (n of them exact, one for Hutchinson's); every other kernel once."""
+    if k.get("entry") != "ode_flow":
+        return 1
+    stages = RK_STAGES[k["args"]["solver"]]
+    return stages * (1 + 2 * (n if k["args"]["trace"] == "exact" else 1))
+
+
 def _per_step(g: nx.DiGraph, sizes: dict) -> tuple[list[tuple[int, int]], int]:
     """For a chain, each step's (activation floats, flops) per trajectory -- the nets of
     its forward and backward kernels -- and the widest state."""
@@ -135,10 +146,12 @@ def _per_step(g: nx.DiGraph, sizes: dict) -> tuple[list[tuple[int, int]], int]:
             continue
         act = flops = 0
         for kid in (d["forward"], d["backward"]):
-            net = (G["kernels"].get(kid) or {}).get("args", {}).get("net")
+            k = G["kernels"].get(kid) or {}
+            net = k.get("args", {}).get("net")
             if net in sizes:
-                act += sizes[net][1]
-                flops += sizes[net][2]
+                calls = _net_calls(k, numel(g.nodes[_b]))
+                act += sizes[net][1] * calls
+                flops += sizes[net][2] * calls
         steps.append((act, flops))
     width = max((numel(v) for _, v in g.nodes(data=True) if "shape" in v), default=0)
     return steps, width

@@ -30,6 +30,8 @@ from gfdsl.runtime import kernels as K
 from gfdsl.runtime import nets as N
 from gfdsl.runtime import samplers as S
 from gfdsl.runtime import conditions as C
+from gfdsl.runtime import flows as Fl
+from gfdsl.runtime import ode as O
 from gfdsl.runtime import energies, targets
 from gfdsl.runtime.schedules import Schedule
 from gfdsl.runtime.spaces import Space
@@ -251,9 +253,17 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int, n_step
     if e == "learned_noising":
         return K.LearnedNoising(schedules[a["schedule"]], net, a["max_log_var_shift"])
     if e == "affine_coupling":
-        return K.AffineCoupling(net, a["parity"], n_out)
+        return Fl.AffineCoupling(net, a["parity"], n_out)
     if e == "maf_affine":
-        return K.MAFAffine(net, n_out, bool(a["order"]))
+        return Fl.MAFAffine(net, n_out, bool(a["order"]))
+    if e == "spline_coupling":
+        return Fl.Coupling(net, a["parity"], n_out, Fl.spline(a["bins"], a["bound"]))
+    if e == "spline_autoregressive":
+        return Fl.Autoregressive(net, n_out, bool(a["order"]), Fl.spline(a["bins"], a["bound"]), zero_init=True)
+    if e == "ode_flow":
+        return O.ODEFlow(net, n_steps, a["solver"], a["trace"])
+    if e == "lu_linear":
+        return Fl.LULinear(net)
     if e == "next_token":
         classes = out["params"][0] if out["dtype"] == "cat" else 2
         return K.NextToken(net, classes, n_data, out["dtype"] == "binary", isinstance(net, N.MADE))

@@ -90,12 +90,21 @@ def check_guidance(conds, guidance: float | None) -> None:
 
 def check_few_steps(model, steps: int | None, eta: float | None) -> None:
     """`--steps S` and `--eta E` respace a DDPM chain (engine.fewstep): refused for any
-    other model, for S above the trained T, and for E outside [0, 1]."""
+    other model, for S above the trained T, and for E outside [0, 1]. An ODE flow
+    (ode_flow steps) takes `--steps S` as its number of solver steps, any S."""
     if steps is None and eta is None:
         return
     from gfdsl.engine.denoising import ddpm_parts
+    from gfdsl.engine.flowmatching import ode_kernel
 
     flag = "--steps" if steps is not None else "--eta"
+    if ode_kernel(model) is not None:  # an ODE flow: any number of solver steps, no noise
+        if eta is not None:
+            raise _bad("--eta", f"{eta:g}: an ODE flow's samples are deterministic given the source draw",
+                       "sample with --steps S alone")
+        if not 1 <= steps <= 100_000:
+            raise _bad("--steps", f"{steps}: give 1 to 100000 solver steps", "e.g. --steps 50")
+        return
     parts = ddpm_parts(model)
     if parts is None:
         raise _bad(flag, "few-step sampling respaces a DDPM chain, and this model is not one (it needs one "

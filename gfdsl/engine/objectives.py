@@ -12,6 +12,9 @@ Data terms, on backward trajectories from data points x (log P_B detached unless
   ipf(rounds)             Schrodinger bridge by iterative proportional fitting (De Bortoli
                           et al. 2021): even rounds fit P_F to backward trajectories from
                           data, odd rounds fit P_B to forward trajectories from the source
+  cfm(sigma, coupling)    conditional flow matching of an ode_flow chain's velocity on
+                          straight paths from source draws to data (Lipman et al. 2023;
+                          Tong et al. 2024; gfdsl.engine.flowmatching)
 Balance terms, on trajectories drawn by the behaviour policy (gfdsl.engine.offpolicy):
   tb       (log Z + log P(s_0) + sum log P_F - log R(x) - sum log P_B)^2   Malkin et al. 2022
   vargrad  the batch variance of the same sum without log Z               Richter et al. 2020
@@ -35,8 +38,9 @@ import torch
 
 from gfdsl.engine import offpolicy
 from gfdsl.engine.denoising import denoising_loss, denoising_parts
+from gfdsl.engine.flowmatching import cfm_loss, velocity_kernel
 
-DATA = {"elbo", "mle", "tbc", "ipf"}
+DATA = {"elbo", "mle", "tbc", "ipf", "cfm"}
 
 
 class Objective:
@@ -45,9 +49,12 @@ class Objective:
         self.prior_steps = prior_steps if len(stages) == 2 else 0
         terms = [t for s in self.stages for t in s]
         self.simple = None  # the denoiser that a one-step elbo weighting trains
+        self.velocity = None  # the ode_flow kernel that cfm trains
         for _coef, name, args, span in terms:
             if name == "elbo" and args["weighting"] in ("simple", "hybrid"):
                 self.simple = denoising_parts(model, args["weighting"], span, source)
+            if name == "cfm":
+                self.velocity = velocity_kernel(model, span, source)
         self.total_steps = 1  # set by the training loop (ipf needs its round length)
         self.rounds = next((a["rounds"] for _, n, a, _ in terms if n == "ipf"), 1)
         self.k = max([a["k"] for _, n, a, _ in terms if n == "tbc"], default=1)
@@ -89,6 +96,11 @@ class Objective:
         if name == "elbo" and args["weighting"] in ("simple", "hybrid"):
             loss, out = denoising_loss(self.simple, x, args["weighting"], args["lamda"])
             # every step shares the denoiser: its health stands for all forward entries
+            self._mark("pf", torch.isfinite(out).all())
+            return loss
+        if name == "cfm":
+            x0, _ = model.space.source_sample(x.shape[0])
+            loss, out = cfm_loss(self.velocity, x0, x, args["sigma"], args["coupling"])
             self._mark("pf", torch.isfinite(out).all())
             return loss
         if name == "ipf":

@@ -10,6 +10,7 @@ Capabilities:
   deterministic         P(s'|s) is a Dirac: each state has one successor (exact likelihood)
   rsample               reparameterised samples (gradients flow through the sample)
   closed_form_marginal  q(x_t | x_0) is known in closed form (DDPM noising)
+  velocity              one ODE-solver step of a learned velocity field (flow matching, cfm)
 """
 
 from __future__ import annotations
@@ -187,18 +188,6 @@ class CouplingArgs(Args):
     parity: Literal[0, 1] = Field(default=0, description="which half is transformed")
 
 
-def _coupling_rule(use: KernelUse, a: CouplingArgs) -> list[Problem]:
-    probs = _dtype(use, "affine_coupling", ("real",), "a real") + _same_shape(use, "affine_coupling")
-    if probs:
-        return probs
-    n = use.out.numel
-    if n < 2:
-        return [Problem("E403", None, dict(kernel="affine_coupling", need="at least 2 values to split in halves",
-                                           src=use.inp_name, dst=use.out_name, hint="use a gaussian kernel in 1-D"))]
-    return _net_sizes(use, "affine_coupling", a.net, n, 2 * n,
-                      f"for log-scale and shift of {use.out_name} ({use.out})")
-
-
 class MafArgs(Args):
     """maf_affine(net, order = 0): order 1 reverses the variables (alternate it by layer)."""
 
@@ -206,18 +195,98 @@ class MafArgs(Args):
     order: Literal[0, 1] = Field(default=0, description="0: natural order, 1: reversed")
 
 
-def _maf_rule(use: KernelUse, a: MafArgs) -> list[Problem]:
-    probs = _dtype(use, "maf_affine", ("real",), "a real") + _same_shape(use, "maf_affine")
-    facts = use.nets.get(str(a.net))
-    if facts is not None and facts.entry != "made":
+_BINS = Field(default=8, ge=2, le=256, description="K bins of the rational-quadratic spline")
+_BOUND = Field(default=5.0, description="the spline acts on [-bound, bound], the identity outside")
+
+
+class SplineCouplingArgs(CouplingArgs):
+    """spline_coupling(net, parity = 0, bins = 8, bound = 5): a coupling whose transformed
+    half goes through monotone rational-quadratic splines (Durkan et al. 2019, NSF)."""
+
+    bins: int = _BINS
+    bound: PosFloat = _BOUND
+
+
+class SplineARArgs(MafArgs):
+    """spline_autoregressive(net, order = 0, bins = 8, bound = 5): MAF with rational-quadratic
+    spline transforms (Durkan et al. 2019); the net is a made() with out_per_dim = 3 bins - 1."""
+
+    bins: int = _BINS
+    bound: PosFloat = _BOUND
+
+
+def _flow_layer(use: KernelUse, kernel: str, net, per_dim: int, what: str, made: bool) -> list[Problem]:
+    """A coupling (made = False) or autoregressive (made = True) flow layer: a real state
+    mapped to one of the same shape by a net with `per_dim` outputs per coordinate."""
+    probs = _dtype(use, kernel, ("real",), "a real") + _same_shape(use, kernel)
+    facts = use.nets.get(str(net))
+    if made and facts is not None and facts.entry != "made":
         probs.append(Problem("E607", "net", dict(
-            message=f"maf_affine() needs a made() net, but net '{a.net}' is {facts.entry}()",
-            hint="declare the net with made(in = D, out_per_dim = 2)")))
+            message=f"{kernel}() needs a made() net, but net '{net}' is {facts.entry}()",
+            hint=f"declare the net with made(in = D, out_per_dim = {per_dim})")))
         return probs
     if probs:
         return probs
     n = use.out.numel
-    return _net_sizes(use, "maf_affine", a.net, n, 2 * n, f"for log-scale and shift of {use.out_name} ({use.out})")
+    if n < 2 and not made:
+        return [Problem("E403", None, dict(kernel=kernel, need="at least 2 values to split in halves",
+                                           src=use.inp_name, dst=use.out_name, hint="use a gaussian kernel in 1-D"))]
+    return _net_sizes(use, kernel, net, n, per_dim * n, f"for {what} of {use.out_name} ({use.out})")
+
+
+def _coupling_rule(use: KernelUse, a: CouplingArgs) -> list[Problem]:
+    return _flow_layer(use, "affine_coupling", a.net, 2, "log-scale and shift", made=False)
+
+
+def _maf_rule(use: KernelUse, a: MafArgs) -> list[Problem]:
+    return _flow_layer(use, "maf_affine", a.net, 2, "log-scale and shift", made=True)
+
+
+def _spline_what(bins: int) -> str:
+    return f"the {bins} widths, {bins} heights and {bins - 1} slopes of each coordinate's spline"
+
+
+def _spline_coupling_rule(use: KernelUse, a: SplineCouplingArgs) -> list[Problem]:
+    return _flow_layer(use, "spline_coupling", a.net, 3 * a.bins - 1, _spline_what(a.bins), made=False)
+
+
+def _spline_ar_rule(use: KernelUse, a: SplineARArgs) -> list[Problem]:
+    return _flow_layer(use, "spline_autoregressive", a.net, 3 * a.bins - 1, _spline_what(a.bins), made=True)
+
+
+def _lu_rule(use: KernelUse, a: "NetOnlyArgs") -> list[Problem]:
+    probs = _dtype(use, "lu_linear", ("real",), "a real") + _same_shape(use, "lu_linear")
+    facts = use.nets.get(str(a.net))
+    if facts is not None and facts.entry != "lu":
+        return probs + [Problem("E607", "net", dict(
+            message=f"lu_linear() needs an lu() net, but net '{a.net}' is {facts.entry}()",
+            hint=f"declare the net with lu(in = {use.out.numel})"))]
+    n = use.out.numel
+    return probs or _net_sizes(use, "lu_linear", a.net, n, n, f"for the {n} x {n} matrix of {use.out_name} ({use.out})")
+
+
+RK_STAGES = {"euler": 1, "midpoint": 2, "rk4": 4}  # net calls per step of each solver (runtime/ode.TABLEAUX)
+
+
+class OdeArgs(Args):
+    """ode_flow(net, solver = "euler", trace = "exact"): one solver step of dx/dt = net(x, t)
+    per chain step, t in [0, 1] (Chen et al. 2018); the log-density by the instantaneous
+    change of variables, its divergence exact or by Hutchinson's estimator (FFJORD)."""
+
+    net: NetRef
+    solver: Literal["euler", "midpoint", "rk4"] = Field(default="euler", description=(
+        "the explicit Runge-Kutta method of each step: 1, 2 or 4 net calls"))
+    trace: Literal["exact", "hutchinson"] = Field(default="exact", description=(
+        "div v exactly (one backward pass per value) or by e^T (dv/dx) e, e Rademacher (one pass)"))
+
+
+def _ode_rule(use: KernelUse, a: OdeArgs) -> list[Problem]:
+    probs = _dtype(use, "ode_flow", ("real",), "a real") + _same_shape(use, "ode_flow")
+    if probs:
+        return probs
+    n = use.out.numel
+    return (_net_sizes(use, "ode_flow", a.net, n, n, f"for the velocity of {use.out_name} ({use.out})")
+            + _time(use, "ode_flow", a.net))
 
 
 def _next_token_rule(use: KernelUse, a: NetOnlyArgs) -> list[Problem]:
@@ -267,6 +336,14 @@ REGISTRY.add(Entry("affine_coupling", K, CouplingArgs, "RealNVP affine coupling 
                    BOTH, frozenset({"bijective", "deterministic"}), _learned, _coupling_rule))
 REGISTRY.add(Entry("maf_affine", K, MafArgs, "masked autoregressive affine bijection (MAF)",
                    BOTH, frozenset({"bijective", "deterministic"}), _learned, _maf_rule))
+REGISTRY.add(Entry("spline_coupling", K, SplineCouplingArgs, "coupling bijection with rational-quadratic splines (NSF)",
+                   BOTH, frozenset({"bijective", "deterministic"}), _learned, _spline_coupling_rule))
+REGISTRY.add(Entry("spline_autoregressive", K, SplineARArgs, "masked autoregressive bijection with rational-quadratic splines",
+                   BOTH, frozenset({"bijective", "deterministic"}), _learned, _spline_ar_rule))
+REGISTRY.add(Entry("lu_linear", K, NetOnlyArgs, "invertible linear map W x + b by an lu() net (Glow's LU form), mixing coordinates",
+                   BOTH, frozenset({"bijective", "deterministic"}), _learned, _lu_rule))
+REGISTRY.add(Entry("ode_flow", K, OdeArgs, "one ODE-solver step of a learned velocity field dx/dt = v(x, t) (flow matching)",
+                   BOTH, frozenset({"bijective", "deterministic", "velocity"}), _learned, _ode_rule))
 REGISTRY.add(Entry("next_token", K, NetOnlyArgs, "append one token drawn from a net's softmax over the prefix",
                    FWD, frozenset(), _learned, _next_token_rule))
 REGISTRY.add(Entry("truncate", K, NoArgs, "drop the last token: the one parent of a prefix (P_B = 1)",

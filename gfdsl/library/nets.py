@@ -71,6 +71,12 @@ class ConvArgs(Args):
         return self
 
 
+class LUArgs(Args):
+    """lu(in): a learned invertible in x in matrix in LU form and a bias, for lu_linear()."""
+
+    in_: PosInt = Field(alias="in", le=16_384, description="the size of the state it maps")
+
+
 def _mlp_facts(a: MLPArgs):
     return a.in_, a.out, a.time_embed
 
@@ -81,6 +87,10 @@ def _pis_facts(a: PisArgs):
 
 def _made_facts(a: MADEArgs):
     return a.in_, a.in_ * a.out_per_dim, a.time_embed
+
+
+def _lu_facts(a: LUArgs):
+    return a.in_, a.in_, 0
 
 
 def _conv_facts(a: ConvArgs):
@@ -118,6 +128,11 @@ def _made_size(a: MADEArgs):
     return _dense_size([a.in_ + a.time_embed, *a.hidden, a.in_ * a.out_per_dim])  # (its masks are buffers)
 
 
+def _lu_size(a: LUArgs):
+    n = a.in_
+    return 2 * n * n + 2 * n, 2 * n, 2 * n * n  # L and U (n x n each), log-diagonal and bias
+
+
 def _conv_size(a: ConvArgs):
     c, w, n, oc = a.channels, a.width, a.size * a.size, a.out_channels or a.channels
     conv = 9 * (c * w + a.depth * w * w + w * oc)  # 3x3 kernels: in, depth blocks, out
@@ -131,5 +146,7 @@ REGISTRY.add(Entry("pis", "net", PisArgs, "PIS drift net: Fourier time features 
                    info={"facts": _pis_facts, "size": _pis_size}))
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
                    info={"facts": _made_facts, "size": _made_size}))
+REGISTRY.add(Entry("lu", "net", LUArgs, "invertible matrix P L (U + diag(s)) and bias (Glow's LU form), for lu_linear()",
+                   info={"facts": _lu_facts, "size": _lu_size}))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",
                    info={"facts": _conv_facts, "size": _conv_size}))

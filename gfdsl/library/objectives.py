@@ -4,7 +4,7 @@
 says which target it trains from (`target`):
 
   data       likelihood terms read backward trajectories from data points: elbo, mle,
-             tbc, ipf
+             tbc, ipf; cfm regresses a velocity on paths from the source to data points
   reward     balance terms read trajectories against log R(x): tb, db, subtb, vargrad,
              fm, reverse_kl
   posterior  rtb reads trajectories of the posterior against a frozen data-trained prior
@@ -86,6 +86,16 @@ class SubTbArgs(DbArgs):
     lamda: float = Field(default=0.9, gt=0, le=1)
 
 
+class CfmArgs(Args):
+    """cfm(sigma = 0, coupling = "independent"): conditional flow matching of an ode_flow
+    chain (Lipman et al. 2023); sigma = 0 with the independent coupling is rectified flow
+    (Liu et al. 2023), coupling "ot" the minibatch optimal-transport pairing (Tong et al. 2024)."""
+
+    sigma: float = Field(default=0.0, ge=0, le=100, description="std of the noise around each straight path")
+    coupling: Literal["independent", "ot"] = Field(default="independent", description=(
+        "how source draws pair with data points: at random, or by the batch's exact OT assignment"))
+
+
 def _info(target: str, trains, *needs: str) -> dict:
     return {"target": target, "trains": trains, "needs": needs}
 
@@ -104,6 +114,8 @@ REGISTRY.add(Entry("mle", O, NoArgs, "exact maximum likelihood (one trajectory p
                    info=_info("data", lambda a: {"pf"}, "exact", "source_density")))
 REGISTRY.add(Entry("ipf", O, IpfArgs, "iterative proportional fitting (Schrodinger bridge)",
                    info=_info("data", lambda a: {"pf", "pb"}, "learned_pb")))
+REGISTRY.add(Entry("cfm", O, CfmArgs, "conditional flow matching of an ode_flow velocity on paths from the source to data",
+                   info=_info("data", lambda a: {"pf"}, "velocity")))
 REGISTRY.add(Entry("tb", O, NoArgs, "trajectory balance with a learned log Z (needs a reward)",
                    info=_info("reward", _both)))
 REGISTRY.add(Entry("vargrad", O, NoArgs, "log Z-free trajectory balance: batch variance (needs a reward)",

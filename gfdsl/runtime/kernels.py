@@ -4,8 +4,8 @@ States are flat tensors: (B, n) float for real and binary states, (B, n) long fo
 categorical ones, (B, j) for a prefix of length j. A kernel is called with the state it
 reads `x`, the 0-based step position `i` (B,) long (t = i + 1 is the step's index fed to
 time-embedded nets) and optional context `ctx` (B, c), and returns a
-`torch.distributions.Distribution` whose `log_prob` is (B,). Bijections instead map
-states and return log|det J|.
+`torch.distributions.Distribution` whose `log_prob` is (B,). Bijections (runtime/flows.py)
+instead map states and return log|det J|.
 """
 
 from __future__ import annotations
@@ -284,87 +284,6 @@ class LearnedNoising(Kernel):
         mu = s.sqrt_alpha[i][:, None] * x + d_mu
         log_var = s.log_beta[i][:, None] + self.c * torch.tanh(d_lv / self.c)
         return diag_normal(mu, (0.5 * log_var).exp())
-
-
-class Bijection(Kernel):
-    """A deterministic invertible map; P_F and P_B are Diracs and the pair contributes
-    log|det J| (Dinh et al. 2017)."""
-
-    bijective = True
-    deterministic = True
-
-    def forward_map(self, x, i):  # -> (y, log|det dy/dx|)
-        raise NotImplementedError
-
-    def inverse_map(self, y, i):  # -> (x, log|det dx/dy|)
-        raise NotImplementedError
-
-
-class AffineCoupling(Bijection):
-    """RealNVP coupling: y = m * x + (1 - m) * (x * exp(s) + b), (s, b) = net(m * x).
-    parity 0 keeps the first half fixed, parity 1 the second; s is soft-clamped to
-    [-3, 3] and the net starts at zero (the identity map)."""
-
-    def __init__(self, net: nn.Module, parity: int, dim: int):
-        super().__init__()
-        self.net = net
-        m = torch.zeros(dim)
-        half = dim // 2
-        if parity == 0:
-            m[:half] = 1
-        else:
-            m[half:] = 1
-        self.register_buffer("m", m, persistent=False)
-        self.register_buffer("free", 1 - m, persistent=False)  # the transformed half
-        self.timed = getattr(net, "embed", None) is not None  # skip building t when unused
-        last = [mod for mod in net.modules() if isinstance(mod, nn.Linear)][-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-
-    def _sb(self, x, i):
-        s, b = self.net(x * self.m, _t(i) if self.timed else None).chunk(2, dim=1)
-        return 3.0 * torch.tanh(s / 3.0) * self.free, b * self.free
-
-    def forward_map(self, x, i):
-        s, b = self._sb(x, i)
-        return x * s.exp() + b, s.sum(1)
-
-    def inverse_map(self, y, i):
-        s, b = self._sb(y, i)  # the kept half is the same in x and y
-        return (y - b) * (-s).exp(), -s.sum(1)
-
-
-class MAFAffine(Bijection):
-    """Masked autoregressive affine map (Papamakarios et al. 2017) in generation
-    direction: x_d = z_d exp(a_d) + mu_d, (mu, a) = MADE(x_{<d}). Density evaluation
-    (x -> z) is one pass; generation is D passes."""
-
-    def __init__(self, net: nn.Module, dim: int, reverse: bool = False):
-        super().__init__()
-        self.net, self.D, self.reverse = net, dim, reverse
-
-    def _flip(self, x):
-        # a reversed order is the same map conjugated by a permutation (|det| = 1)
-        return x.flip(1) if self.reverse else x
-
-    def _params(self, x, i):
-        out = self.net(x, _t(i)).view(x.shape[0], 2, self.D)
-        return out[:, 0], 3.0 * torch.tanh(out[:, 1] / 3.0)
-
-    def forward_map(self, z, i):
-        z = self._flip(z)
-        x = torch.zeros_like(z)
-        for d in range(self.D):
-            mu, a = self._params(x, i)
-            x = x.clone()
-            x[:, d] = z[:, d] * a[:, d].exp() + mu[:, d]
-        mu, a = self._params(x, i)
-        return self._flip(x), a.sum(1)
-
-    def inverse_map(self, x, i):
-        x = self._flip(x)
-        mu, a = self._params(x, i)
-        return self._flip((x - mu) * (-a).exp()), -a.sum(1)
 
 
 class Appended(Distribution):

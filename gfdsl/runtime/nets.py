@@ -23,6 +23,13 @@ def shared_step(t: torch.Tensor) -> bool:
     return t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0
 
 
+def full(x: torch.Tensor) -> torch.Tensor:
+    """A net's output in full precision: under bf16 autocast the layers run in bf16, and
+    kernels get float32 so that log-probabilities are computed and accumulated in float32;
+    a float64 model (the numerical tests) stays float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class SinusoidalEmbedding(nn.Module):
     """t (B,) -> (B, dim): [sin(t w_k), cos(t w_k)], w_k geometric in [1, 1/10000]
     (Vaswani et al. 2017; Ho et al. 2020). The frequencies are a buffer."""
@@ -80,9 +87,7 @@ class MLP(nn.Module):
             x = first if i == 0 and first is not None else nn.functional.linear(x, p["weight"], p["bias"])
             if i < last:  # relu in place on the layer's own output (autograd keeps the result)
                 x = x.relu_() if relu else act(x)
-        # under bf16 autocast the layers run in bf16; kernels get float32 so that
-        # log-probabilities are computed and accumulated in float32
-        return x if x.dtype == torch.float32 else x.float()
+        return full(x)
 
     def _shared_step(self, x: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
         """The first layer's pre-activation (B, h_1) when every row is at the same step
@@ -129,7 +134,7 @@ class MLP(nn.Module):
                 else:
                     keep.append(x)
                     x = self.act(x)
-        return (x if x.dtype == torch.float32 else x.float()), keep  # float32, as forward()
+        return full(x), keep  # as forward()
 
     def replay(self, out: torch.Tensor, x: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
         """out (B, out) = forward_keep(x), now differentiable in the parameters: the same
@@ -270,7 +275,7 @@ class MADE(nn.Module):
             x = torch.cat([x, self.embed(t)], dim=1)
         for layer in self.layers:
             x = layer(x)
-        return x.float()
+        return full(x)
 
 
 class ConvNet(nn.Module):
@@ -296,7 +301,38 @@ class ConvNet(nn.Module):
         for i, blk in enumerate(self.blocks):
             r = h if e is None else h + self.temb[i](e)[:, :, None, None]
             h = h + blk(r)
-        return self.out(h).reshape(B, -1).float()
+        return full(self.out(h).reshape(B, -1))
+
+
+class LU(nn.Module):
+    """The parameters of an invertible map y = W x + b, W = P L (U + diag(s)): P a fixed
+    permutation, L unit lower- and U strictly upper-triangular, s = sign * exp(log_s)
+    (Kingma & Dhariwal 2018, sec. 3.2). W starts as a random rotation, b at zero;
+    lu_linear() (runtime/flows.py) maps states with it and reads log|det W| = sum(log_s)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        P, L, U = torch.linalg.lu(torch.linalg.qr(torch.randn(dim, dim))[0])
+        s = torch.diagonal(U)
+        self.register_buffer("P", P)
+        self.register_buffer("sign", s.sign())
+        self.register_buffer("lower_mask", torch.tril(torch.ones(dim, dim), -1), persistent=False)
+        self.L = nn.Parameter(L * self.lower_mask)
+        self.U = nn.Parameter(torch.triu(U, 1))
+        self.log_s = nn.Parameter(s.abs().log())
+        self.b = nn.Parameter(torch.zeros(dim))
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, U + diag(s)), each (D, D)."""
+        eye = torch.eye(self.log_s.shape[0], device=self.log_s.device, dtype=self.log_s.dtype)
+        return self.L * self.lower_mask + eye, self.U * self.lower_mask.T + torch.diag(self.sign * self.log_s.exp())
+
+    def weight(self) -> torch.Tensor:
+        L, U = self.factors()
+        return self.P @ L @ U
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return x @ self.weight().T + self.b
 
 
 def build(entry: str, args: dict) -> nn.Module:
@@ -308,6 +344,8 @@ def build(entry: str, args: dict) -> nn.Module:
         return PISNet(a["in"], a["out"], a["hidden"], a["harmonics"], a["layers"])
     if entry == "made":
         return MADE(a["in"], a["hidden"], a["out_per_dim"], a["act"], a["time_embed"])
+    if entry == "lu":
+        return LU(a["in"])
     if entry == "convnet":
         return ConvNet(a["channels"], a["size"], a["width"], a["depth"], a["out_channels"], a["time_embed"])
     raise KeyError(entry)

@@ -1,13 +1,21 @@
 """Capability rules every model shares, run on an otherwise clean spec: something is
 learned, every learned policy is trained by some term, and each term's needs are met
 (a learned P_B for tbc and ipf, one trajectory per data point for mle, an action space
-for fm, reparameterised kernels for reverse_kl, the source's density for likelihood
-terms, a flow net that reads the states for db and subtb)."""
+for fm, reparameterised kernels for reverse_kl, ode_flow kernels for cfm, the source's
+density for likelihood terms, a flow net that reads the states for db and subtb)."""
 
 from __future__ import annotations
 
 from gfdsl.lang import ast
 from gfdsl.library import REGISTRY
+
+
+# a term's need -> (what it asks of every forward kernel, the hint where one lacks it)
+FORWARD_CAPS = {
+    "rsample": ("reparameterised forward kernels", "use tb, which needs no reparameterisation"),
+    "velocity": ("ode_flow() forward kernels (a velocity to regress)", "write `forward = ode_flow(net = v)` on every step, or use "
+                                                       "`mle`/`elbo`"),
+}
 
 
 class Rules:
@@ -59,12 +67,12 @@ class Rules:
         elif need == "actions" and self.out.space is None:
             self.error("E615", span, objective=name, need="an action space (its edge flows are P_F's logits)",
                        why="this model has explicit steps", hint="use tb, db or subtb")
-        elif need == "rsample":
-            k = next((k for k in fwd if "rsample" not in k.caps), None)
+        elif need in FORWARD_CAPS:  # every forward kernel has the capability (none on an action space)
+            what, hint = FORWARD_CAPS[need]
+            k = next((k for k in fwd if need not in k.caps), None)
             if k is not None or self.out.space is not None:
-                self.error("E615", span, objective=name, need="reparameterised forward kernels",
-                           why=f"{k.entry}() is not" if k is not None else "actions are discrete",
-                           hint="use tb, which needs no reparameterisation")
+                self.error("E615", span, objective=name, need=what,
+                           why=f"{k.entry}() is not one" if k is not None else "actions are discrete", hint=hint)
 
     def _flow_net(self, t: dict) -> None:
         """db and subtb read log F(s) of every state through their `flow` net."""
