@@ -266,7 +266,7 @@ def _kernel(k: dict, nets, schedules, out: dict, n_out: int, n_data: int, n_step
         return Fl.LULinear(net)
     if e == "next_token":
         classes = out["params"][0] if out["dtype"] == "cat" else 2
-        return K.NextToken(net, classes, n_data, out["dtype"] == "binary", isinstance(net, N.MADE))
+        return K.NextToken(net, classes, n_data, out["dtype"] == "binary", getattr(net, "autoregressive", False))
     if e == "truncate":
         return K.Truncate()
     if e == "controlled_sde":

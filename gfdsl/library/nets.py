@@ -71,6 +71,48 @@ class ConvArgs(Args):
         return self
 
 
+class UNetArgs(Args):
+    """unet(channels, height, width = height, base = 32, mults = [1, 2], out_channels =
+    channels, time_embed = 0, layout = "chw"): a small U-Net over C x H x W images."""
+
+    channels: PosInt = Field(le=4096)
+    height: PosInt = Field(le=512)
+    width: PosInt | None = Field(default=None, le=512, description="image width (default: height)")
+    base: PosInt = Field(default=32, le=4096, description="channels at the first resolution")
+    mults: list[PosInt] = Field(default=[1, 2], min_length=1, max_length=6, description=(
+        "channel multipliers, one resolution each (each halves the image)"))
+    out_channels: PosInt | None = Field(default=None, le=8192)
+    time_embed: NonNegInt = 0
+    layout: Literal["chw", "hwc"] = Field(default="chw", description=(
+        "how the flat state holds the image: channel-major, or pixel-major as an (N, H, W, C) array flattens"))
+
+    @model_validator(mode="after")
+    def _levels(self):
+        w = self.width or self.height
+        if min(self.height, w) < 2 ** (len(self.mults) - 1):
+            raise ValueError(f"a {self.height} x {w} image cannot be halved {len(self.mults) - 1} times "
+                             f"(mults has {len(self.mults)} levels)")
+        return self
+
+
+class TransformerArgs(Args):
+    """transformer(length, vocab, width = 64, layers = 2, heads = 4, time_embed = 0): a
+    causal transformer over L tokens whose position j reads tokens < j (for next_token())."""
+
+    length: PosInt = Field(le=65_536, description="the sequence length L (its input: L token ids)")
+    vocab: PosInt = Field(le=65_536, description="tokens per position: the state's classes (2 for binary)")
+    width: PosInt = Field(default=64, le=8192, description="the model width")
+    layers: PosInt = Field(default=2, le=128)
+    heads: PosInt = Field(default=4, le=128)
+    time_embed: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not a multiple of heads = {self.heads}")
+        return self
+
+
 class LUArgs(Args):
     """lu(in): a learned invertible in x in matrix in LU form and a bias, for lu_linear()."""
 
@@ -87,6 +129,15 @@ def _pis_facts(a: PisArgs):
 
 def _made_facts(a: MADEArgs):
     return a.in_, a.in_ * a.out_per_dim, a.time_embed
+
+
+def _unet_facts(a: UNetArgs):
+    n = a.height * (a.width or a.height)
+    return a.channels * n, (a.out_channels or a.channels) * n, a.time_embed
+
+
+def _transformer_facts(a: TransformerArgs):
+    return a.length, a.length * a.vocab, a.time_embed
 
 
 def _lu_facts(a: LUArgs):
@@ -128,6 +179,57 @@ def _made_size(a: MADEArgs):
     return _dense_size([a.in_ + a.time_embed, *a.hidden, a.in_ * a.out_per_dim])  # (its masks are buffers)
 
 
+def _unet_size(a: UNetArgs):
+    """Parameters exactly (a test checks them against torch's); activations and flops
+    per image from the convolutions at each resolution."""
+    ch = [a.base * m for m in a.mults]
+    te = 4 * a.base if a.time_embed else 0
+    H, W = a.height, a.width or a.height
+    pix = [-(-H // 2 ** i) * -(-W // 2 ** i) for i in range(len(ch))]
+    params = macs = floats = 0
+
+    def conv(cin, cout, k, p):  # a k x k conv at p pixels
+        nonlocal params, macs, floats
+        params += k * k * cin * cout + cout
+        macs += k * k * cin * cout * p
+        floats += 2 * cout * p
+
+    def block(cin, cout, p):
+        nonlocal params
+        params += 2 * cin + 2 * cout + (te * cout + cout if te else 0)  # two GroupNorms, the embedding's Linear
+        conv(cin, cout, 3, p)
+        conv(cout, cout, 3, p)
+        if cin != cout:
+            conv(cin, cout, 1, p)
+
+    params += a.time_embed * te + te if te else 0
+    conv(a.channels, ch[0], 3, pix[0])
+    for i, c in enumerate(ch):
+        block(ch[max(i - 1, 0)], c, pix[i])
+        if i < len(ch) - 1:
+            conv(c, c, 3, pix[i + 1])
+    block(ch[-1], ch[-1], pix[-1])
+    for i in range(len(ch) - 1):
+        conv(ch[i + 1], ch[i], 3, pix[i])
+    for i, c in enumerate(ch):
+        block(2 * c, c, pix[i])
+    params += 2 * ch[0]
+    conv(ch[0], a.out_channels or a.channels, 3, pix[0])
+    return params, floats, 2 * macs
+
+
+def _transformer_size(a: TransformerArgs):
+    """Parameters exactly; per sequence, the activations its blocks keep and the flops
+    of its matrix products (attention's L x L scores included)."""
+    w, L, V = a.width, a.length, a.vocab
+    block = (3 * w * w + 3 * w) + (w * w + w) + (4 * w * w + 4 * w) + (4 * w * w + w) + 4 * w  # attention, MLP, norms
+    params = (V + 1) * w + L * w + a.layers * block + 2 * w + w * V + V
+    params += a.time_embed * w + w if a.time_embed else 0
+    floats = a.layers * L * (16 * w + 2 * a.heads * L)
+    flops = 2 * a.layers * L * (12 * w * w + 2 * L * w) + 2 * L * w * V
+    return params, floats, flops
+
+
 def _lu_size(a: LUArgs):
     n = a.in_
     return 2 * n * n + 2 * n, 2 * n, 2 * n * n  # L and U (n x n each), log-diagonal and bias
@@ -146,6 +248,10 @@ REGISTRY.add(Entry("pis", "net", PisArgs, "PIS drift net: Fourier time features 
                    info={"facts": _pis_facts, "size": _pis_size}))
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
                    info={"facts": _made_facts, "size": _made_size}))
+REGISTRY.add(Entry("unet", "net", UNetArgs, "small U-Net for C x H x W images: residual blocks per resolution, skips, time embedding",
+                   info={"facts": _unet_facts, "size": _unet_size}))
+REGISTRY.add(Entry("transformer", "net", TransformerArgs, "causal transformer over a token sequence (position j reads tokens < j)",
+                   info={"facts": _transformer_facts, "size": _transformer_size}))
 REGISTRY.add(Entry("lu", "net", LUArgs, "invertible matrix P L (U + diag(s)) and bias (Glow's LU form), for lu_linear()",
                    info={"facts": _lu_facts, "size": _lu_size}))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",

@@ -306,13 +306,14 @@ class Appended(Distribution):
 
 
 class NextToken(Kernel):
-    """P_F(x[:j+1] | x[:j]) = softmax(net(pad(x[:j])))[position j]. With a MADE net the
-    logits at position j see only the first j tokens, so the padding never leaks."""
+    """P_F(x[:j+1] | x[:j]) = softmax(net(pad(x[:j])))[position j]. With an autoregressive
+    net (MADE, transformer) the logits at position j see only the first j tokens, so the
+    padding never leaks."""
 
     def __init__(self, net: nn.Module, classes: int, length: int, binary: bool, autoregressive: bool):
         super().__init__()
         self.net, self.k, self.L, self.binary = net, classes, length, binary
-        # with a MADE net (outputs see only earlier inputs) and no step input, the logits
+        # with an autoregressive net (outputs see only earlier inputs) and no step input, the logits
         # of every position come from one call on the full sequence
         self.all_positions = autoregressive and getattr(net, "embed", None) is None
 

@@ -245,6 +245,8 @@ class MADE(nn.Module):
     `out.view(B, out_per_dim, in)` gives one (B, in) tensor per parameter.
     """
 
+    autoregressive = True
+
     def __init__(self, in_: int, hidden: list[int], out_per_dim: int = 1, act: str = "relu", time_embed: int = 0):
         super().__init__()
         D = in_
@@ -304,6 +306,123 @@ class ConvNet(nn.Module):
         return full(self.out(h).reshape(B, -1))
 
 
+def _groups(ch: int) -> int:
+    return 8 if ch % 8 == 0 else 1
+
+
+class ResBlock(nn.Module):
+    """GroupNorm, SiLU, 3x3 conv, the step's embedding added per channel, GroupNorm, SiLU,
+    3x3 conv, plus the input (through a 1x1 conv where the channels change)."""
+
+    def __init__(self, cin: int, cout: int, temb: int):
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(_groups(cin), cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.n2, self.c2 = nn.GroupNorm(_groups(cout), cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.t = nn.Linear(temb, cout) if temb else None
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor | None) -> torch.Tensor:
+        h = self.c1(nn.functional.silu(self.n1(x)))
+        if e is not None:
+            h = h + self.t(e)[:, :, None, None]
+        return self.skip(x) + self.c2(nn.functional.silu(self.n2(h)))
+
+
+class UNet(nn.Module):
+    """A small U-Net (Ronneberger et al. 2015) in the shape of Ho et al.'s DDPM denoiser
+    (2020, app. B): C x H x W images, one residual block per resolution on the way down
+    (H, H/2, ... for len(mults) levels, base * mult channels, stride-2 convs between),
+    one in the middle, one per resolution on the way up with the skip concatenated
+    (nearest up-sampling and a conv between); the step's sinusoidal embedding goes
+    through Linear + SiLU to every block; the output conv starts at zero. States are
+    flat (B, C * H * W), channel-major ("chw") or pixel-major ("hwc", as an (N, H, W, C)
+    array flattens)."""
+
+    def __init__(self, channels: int, height: int, width: int, base: int = 32, mults=(1, 2),
+                 out_channels: int | None = None, time_embed: int = 0, layout: str = "chw"):
+        super().__init__()
+        self.c, self.h, self.w, self.oc, self.layout = channels, height, width, out_channels or channels, layout
+        ch = [base * m for m in mults]
+        te = 4 * base if time_embed else 0
+        self.embed = SinusoidalEmbedding(time_embed) if time_embed else None
+        self.temb = nn.Sequential(nn.Linear(time_embed, te), nn.SiLU()) if time_embed else None
+        self.inp = nn.Conv2d(channels, ch[0], 3, padding=1)
+        self.down = nn.ModuleList(ResBlock(ch[max(i - 1, 0)], c, te) for i, c in enumerate(ch))
+        self.pool = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in ch[:-1])
+        self.mid = ResBlock(ch[-1], ch[-1], te)
+        self.lift = nn.ModuleList(nn.Conv2d(ch[i + 1], ch[i], 3, padding=1) for i in range(len(ch) - 1))
+        self.up = nn.ModuleList(ResBlock(2 * c, c, te) for c in ch)
+        self.norm = nn.GroupNorm(_groups(ch[0]), ch[0])
+        self.out = nn.Conv2d(ch[0], self.oc, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _embedding(self, t: torch.Tensor | None, B: int, device) -> torch.Tensor | None:
+        if self.embed is None:
+            return None
+        if t is None:
+            t = torch.zeros(B, device=device)
+        if shared_step(t):  # one step for the batch: embed it once
+            return self.temb(self.embed(t[:1])).expand(B, -1)
+        return self.temb(self.embed(t))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        B = x.shape[0]
+        img = (x.view(B, self.h, self.w, self.c).permute(0, 3, 1, 2) if self.layout == "hwc"
+               else x.view(B, self.c, self.h, self.w))
+        e = self._embedding(t, B, x.device)
+        h, skips = self.inp(img), []
+        for i, blk in enumerate(self.down):
+            h = blk(h, e)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.mid(h, e)
+        for i in range(len(self.up) - 1, -1, -1):
+            if i < len(self.lift):  # back to resolution i (its skip's size: odd sizes round up on the way down)
+                h = self.lift[i](nn.functional.interpolate(h, size=skips[i].shape[-2:], mode="nearest"))
+            h = self.up[i](torch.cat([h, skips[i]], 1), e)
+        y = self.out(nn.functional.silu(self.norm(h)))
+        y = y.permute(0, 2, 3, 1) if self.layout == "hwc" else y
+        return full(y.reshape(B, -1))
+
+
+class Transformer(nn.Module):
+    """A causal (decoder-only) transformer over a token sequence of length L (Vaswani et al.
+    2017; GPT's pre-norm blocks, Radford et al. 2019): the input (B, L) holds token ids
+    (a prefix padded with anything), position j's output reads tokens < j only (the
+    sequence is shifted right behind a learned start token under a causal mask), and the
+    output (B, vocab * L) is laid out as MADE's, `out.view(B, vocab, L)`, so next_token()
+    reads every position's logits from one call."""
+
+    autoregressive = True  # position j's outputs see inputs < j only
+
+    def __init__(self, length: int, vocab: int, width: int = 64, layers: int = 2, heads: int = 4,
+                 time_embed: int = 0):
+        super().__init__()
+        self.L, self.V = length, vocab
+        self.tok = nn.Embedding(vocab + 1, width)  # id `vocab` is the start token
+        self.pos = nn.Parameter(0.02 * torch.randn(length, width))
+        block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+        self.embed = SinusoidalEmbedding(time_embed) if time_embed else None
+        self.temb = nn.Linear(time_embed, width) if time_embed else None
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(length), persistent=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        B = x.shape[0]
+        ids = x.long().clamp(0, self.V - 1)
+        ids = torch.cat([torch.full((B, 1), self.V, dtype=torch.long, device=x.device), ids[:, :-1]], 1)
+        h = self.tok(ids) + self.pos  # (B, L, width)
+        if self.embed is not None:
+            h = h + self.temb(self.embed(t if t is not None else torch.zeros(B, device=x.device)))[:, None]
+        h = self.norm(self.blocks(h, mask=self.mask, is_causal=True))
+        return full(self.head(h).transpose(1, 2).reshape(B, -1))  # (B, vocab * L)
+
+
 class LU(nn.Module):
     """The parameters of an invertible map y = W x + b, W = P L (U + diag(s)): P a fixed
     permutation, L unit lower- and U strictly upper-triangular, s = sign * exp(log_s)
@@ -344,6 +463,11 @@ def build(entry: str, args: dict) -> nn.Module:
         return PISNet(a["in"], a["out"], a["hidden"], a["harmonics"], a["layers"])
     if entry == "made":
         return MADE(a["in"], a["hidden"], a["out_per_dim"], a["act"], a["time_embed"])
+    if entry == "unet":
+        return UNet(a["channels"], a["height"], a["width"] or a["height"], a["base"], tuple(a["mults"]),
+                    a["out_channels"], a["time_embed"], a["layout"])
+    if entry == "transformer":
+        return Transformer(a["length"], a["vocab"], a["width"], a["layers"], a["heads"], a["time_embed"])
     if entry == "lu":
         return LU(a["in"])
     if entry == "convnet":
