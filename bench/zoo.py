@@ -17,6 +17,8 @@ PyTorch or zuko on this kind of machine, as given in the project's issue):
   ddpm_digits on the 17-level digits, bits/dim with the discretised decoder, IWAE k = 100;
     reference: independent per-pixel categoricals fitted to the training images
   ddpm_digits_cond, the same given the class label: -log p(x | y) per class, averaged
+  transformer_digits, a causal transformer over the 17-level pixels, exact, bits/dim;
+    reference: MADE on the same levels
   mle_gfn on 8gaussians, IWAE k = 20
   ddpm_v (cosine, v-prediction, learned variance, T = 50) on 8gaussians, IWAE k = 20;
     reference: ddpm.gfn (linear, eps, T = 100) at the same budget
@@ -101,6 +103,9 @@ def entries(quick: bool, tmp: Path, only: set[str] | None):
         ("ddpm_digits", variant("ddpm_digits", tmp), "digits (17 levels)", independent_pixels_bpd(), None,
          "independent per-pixel categoricals (add-1/2 counts of the training images)",
          {"eval_k": 100, "eval_n": None}),
+        ("transformer_digits", variant("transformer_digits", tmp), "digits (17 levels)", 2.144, None,
+         "MADE on the same 17 levels (the autoregressive spec with cat(17) pixels, 500 steps)",
+         {"eval_n": None}),
         ("ddpm_digits_cond", variant("ddpm_digits_cond", tmp), "digits (17 levels) given the class",
          independent_pixels_bpd(), None, "-log p(x | y), the mean over the classes' test images; compare "
          "ddpm_digits' -log p(x)", {"eval_k": 100, "eval_n": None}),
@@ -142,7 +147,7 @@ def main() -> int:
             s = run(spec, tmp / f"run{i}", a.quick, **kw)
             est = estimator_label(s["nll_estimator"])
             ours = s["test_nll_nats"]
-            if "test_bpd" in s and name.startswith("ddpm_digits"):  # images are compared in bits per pixel
+            if "test_bpd" in s and "digits" in name:  # images are compared in bits per pixel
                 ours, est = s["test_bpd"], est + ", bits/dim"
             row = dict(spec=name, data=data, steps=s["steps"], seconds=round(time.perf_counter() - t, 1),
                        ours=ours, estimator=est, n_eval=s["n_eval"], reference=ref, goal=goal,

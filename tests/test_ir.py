@@ -18,11 +18,11 @@ from tests.conftest import SPECS
 
 # small dims keep the golden dumps short; the autoregressive spec's length is fixed by
 # its data set (64 binarised pixels), so it is dumped whole
-SMALL = {"ddpm": {"T": 3}, "ddpm_digits": {"T": 3}, "mle_gfn": {"T": 3}, "schrodinger_bridge": {"T": 3}, "realnvp": {"K": 3},
+SMALL = {"ddpm": {"T": 3}, "ddpm_digits": {"T": 3, "C": 8}, "mle_gfn": {"T": 3}, "schrodinger_bridge": {"T": 3}, "realnvp": {"K": 3},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}, "hypergrid": {"D": 3, "H": 4}, "bitseq": {"L": 4},
          "sampler_gmm": {"T": 3}, "sampler_gmm25": {"T": 3}, "sampler_funnel": {"T": 3}, "sampler_manywell": {"T": 3},
          "posterior_ddpm": {"T": 3}, "bridge_moons_8gaussians": {"T": 3}, "ddpm_digits_cond": {"T": 3},
-         "hypergrid_cond": {"H": 4}, "ddpm_v": {"T": 3}, "nsf": {"K": 2}, "flow_matching": {"T": 3}}
+         "hypergrid_cond": {"H": 4}, "ddpm_v": {"T": 3}, "nsf": {"K": 2}, "flow_matching": {"T": 3}, "transformer_digits": {"W": 16}}
 
 
 def test_every_spec_has_small_dims():

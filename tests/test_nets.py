@@ -166,3 +166,13 @@ def test_transformer_shape_mistakes_are_diagnostics(old, new, code, words):
         check_source(TINY_TF.replace(old, new), path="t.gfn")
     msg = str(e.value)
     assert f"error[{code}]" in msg and words in msg and "t.gfn:" in msg, msg
+
+
+def test_the_estimate_counts_one_call_for_every_position():
+    """next_token over a transformer (or made) without a step input scores a whole
+    trajectory in one call: the evaluation estimate counts the net once, not L times."""
+    from gfdsl.compile.cost import estimate
+
+    c = check_source(TINY_TF, path="t.gfn")
+    per_call = _transformer_size(TransformerArgs(length=4, vocab=3, width=16, layers=2, heads=2))[2]
+    assert estimate(c.graph, 16, eval_n=10).eval_flops == 10 * per_call

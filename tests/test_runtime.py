@@ -18,7 +18,7 @@ from gfdsl.compile.lower import lower
 from gfdsl.runtime.flows import Bijection
 from tests.conftest import SPECS
 
-SMALL = {"ddpm": {"T": 4}, "ddpm_v": {"T": 4}, "ddpm_digits": {"T": 4}, "ddpm_digits_cond": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3}, "nsf": {"K": 3}, "flow_matching": {"T": 3},
+SMALL = {"ddpm": {"T": 4}, "ddpm_v": {"T": 4}, "ddpm_digits": {"T": 4, "C": 8}, "ddpm_digits_cond": {"T": 4}, "mle_gfn": {"T": 4}, "schrodinger_bridge": {"T": 4}, "realnvp": {"K": 3}, "nsf": {"K": 3}, "flow_matching": {"T": 3}, "transformer_digits": {"W": 16},
          "sampler_gmm": {"T": 4}, "posterior_ddpm": {"T": 4}, "bridge_moons_8gaussians": {"T": 4},
          "maf": {"K": 2}, "autoregressive": {}, "hvae": {}}
 
@@ -384,7 +384,12 @@ def test_digits_ddpm_decodes_onto_the_grid_and_reports_bits_per_dim(tmp_path):
 
 
 def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root, capsys):
+    import re
+
     src = (in_root / "specs" / "ddpm_digits.gfn").read_text()
+    # the shipped spec with a small mlp for its U-Net, so that the state size can change
+    src = re.sub(r"net v = unet\([^)]*\)", "net v = mlp(in = D, out = 2 * D, hidden = [32], time_embed = 16)", src)
+    assert "net v = mlp" in src
     # data off the 17-level grid: refused before training, with the kernel's position
     spec = tmp_path / "toy.gfn"
     spec.write_text(src.replace("digits(binarize = false)", 'toy2d(name = "moons")').replace("D = 64", "D = 2"))
@@ -396,7 +401,8 @@ def test_discretised_decoder_mistakes_are_diagnostics(tmp_path, in_root, capsys)
     assert f"{spec}:" in err and "Traceback" not in err
     # a discretising kernel on steps that never reach the data state
     two = src.replace("for t in 1..T", "for t in 2..T").replace(
-        "  dataset =", "  step x[1] -> x[0] {\n    forward  = ddpm_denoiser(net = eps, schedule = beta1)\n"
+        "  dataset =", "  step x[1] -> x[0] {\n    forward  = ddpm_denoiser(net = v, schedule = beta1, param = \"v\", "
+        "variance = \"learned\")\n"
         "    backward = ddpm_noising(schedule = beta1)\n  }\n  schedule beta1 = linear(steps = 1)\n\n  dataset =")
     two = two.replace("steps = T)", "steps = T - 1)")
     with pytest.raises(GfdslError) as e:

@@ -136,11 +136,18 @@ def _net_calls(k: dict, n: int) -> int:
     return stages * (1 + 2 * (n if k["args"]["trace"] == "exact" else 1))
 
 
+def _one_call(k: dict, net: dict) -> bool:
+    """A next_token kernel over an autoregressive net without a step input: the chain
+    scores every position of a trajectory from one call (runtime NextToken.all_positions)."""
+    return (k.get("entry") == "next_token" and net["entry"] in ("made", "transformer")
+            and not net["args"].get("time_embed"))
+
+
 def _per_step(g: nx.DiGraph, sizes: dict) -> tuple[list[tuple[int, int]], int]:
     """For a chain, each step's (activation floats, flops) per trajectory -- the nets of
     its forward and backward kernels -- and the widest state."""
     G = g.graph
-    steps = []
+    steps, once = [], set()
     for _a, _b, d in g.edges(data=True):
         if d["kind"] != "step":
             continue
@@ -148,7 +155,11 @@ def _per_step(g: nx.DiGraph, sizes: dict) -> tuple[list[tuple[int, int]], int]:
         for kid in (d["forward"], d["backward"]):
             k = G["kernels"].get(kid) or {}
             net = k.get("args", {}).get("net")
+            if net in once:
+                continue
             if net in sizes:
+                if _one_call(k, G["nets"][net]):  # next_token reads every position from one call
+                    once.add(net)
                 calls = _net_calls(k, numel(g.nodes[_b]))
                 act += sizes[net][1] * calls
                 flops += sizes[net][2] * calls
