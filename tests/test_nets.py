@@ -176,3 +176,37 @@ def test_the_estimate_counts_one_call_for_every_position():
     c = check_source(TINY_TF, path="t.gfn")
     per_call = _transformer_size(TransformerArgs(length=4, vocab=3, width=16, layers=2, heads=2))[2]
     assert estimate(c.graph, 16, eval_n=10).eval_flops == 10 * per_call
+
+
+def test_embed_mlp_looks_up_one_table_per_value():
+    from gfdsl.library.nets import EmbedMLPArgs, _embed_size
+
+    torch.manual_seed(0)
+    a = EmbedMLPArgs(classes=5, length=3, dim=4, out=2, hidden=[8])
+    m = build("embed_mlp", a.model_dump(by_alias=True))
+    assert sum(p.numel() for p in m.parameters()) == _embed_size(a)[0]
+    with torch.no_grad():
+        m.pos.add_(torch.randn_like(m.pos))
+    ids = torch.tensor([[0, 4, 2], [3, 3, 1]])
+    hot = torch.nn.functional.one_hot(ids, 5).flatten(1).float()  # how kernels pass a cat(5)[3] state
+    want = m.mlp((m.table[ids] + m.pos).reshape(2, -1))
+    assert torch.allclose(m(hot), want, atol=1e-6)
+
+
+def test_embed_mlp_policy_trains_a_hypergrid_and_its_sizes_are_checked(tmp_path):
+    from pathlib import Path
+
+    from gfdsl.engine.loop import train
+    from gfdsl.engine.rundir import RunOptions
+
+    text = (Path(__file__).parent.parent / "specs" / "hypergrid.gfn").read_text()
+    old = 'net pf = mlp(in = D * H, out = D + 1, hidden = [W, W], act = "relu")'
+    assert old in text
+    new = 'net pf = embed_mlp(classes = H, length = D, dim = 8, out = D + 1, hidden = [W, W], act = "relu")'
+    spec = tmp_path / "hg.gfn"
+    spec.write_text(text.replace(old, new))
+    s = train(str(spec), RunOptions(out=str(tmp_path / "run"), steps=300, progress=False))
+    assert s["exact_l1"] < 0.3  # a uniform policy is at 0.74 on this grid
+    with pytest.raises(GfdslError) as e:
+        check_source(text.replace(old, new.replace("classes = H", "classes = H + 1")), path="hg.gfn")
+    assert "error[E402]" in str(e.value) and "make net 'pf' take" in str(e.value)

@@ -38,11 +38,8 @@ def _net_sizes(use: KernelUse, kernel: str, net, need_in: int, need_out: int, ou
         why = f"reading {use.inp_name} ({use.inp}{', one-hot' if use.inp.dtype == 'cat' else ''})"
         if use.context_numel:
             why += f" and {use.context_numel} context values"
-        has_in = "in_" in REGISTRY.get("net", facts.entry).args.model_fields
         probs.append(Problem("E402", "net", dict(net=str(net), which="takes", got=facts.in_size, kernel=kernel,
-                                                 why=why, need=need_in,
-                                                 hint=f"set `in = {need_in}` on net '{net}'" if has_in else
-                                                 f"make net '{net}' take {need_in} values")))
+                                                 why=why, need=need_in, hint=facts.take_hint(str(net), need_in))))
     if facts.out_size != need_out:
         probs.append(Problem("E402", "net", dict(net=str(net), which="outputs", got=facts.out_size, kernel=kernel,
                                                  why=out_why, need=need_out,

@@ -71,6 +71,19 @@ class ConvArgs(Args):
         return self
 
 
+class EmbedMLPArgs(Args):
+    """embed_mlp(classes, length, dim = 16, out, hidden = [256, 256], act = "silu",
+    time_embed = 0): an mlp over learned embeddings of L categorical values of K classes."""
+
+    classes: PosInt = Field(le=1_000_000, description="K: classes of each value read (the state's cat(K), or H of int(0, H - 1))")
+    length: PosInt = Field(le=1_000_000, description="L: how many categorical values the net reads")
+    dim: PosInt = Field(default=16, le=4096, description="width of each value's embedding")
+    out: PosInt
+    hidden: list[PosInt] = Field(default=[256, 256])
+    act: Activation = "silu"
+    time_embed: NonNegInt = 0
+
+
 class UNetArgs(Args):
     """unet(channels, height, width = height, base = 32, mults = [1, 2], out_channels =
     channels, time_embed = 0, layout = "chw"): a small U-Net over C x H x W images."""
@@ -131,6 +144,10 @@ def _made_facts(a: MADEArgs):
     return a.in_, a.in_ * a.out_per_dim, a.time_embed
 
 
+def _embed_facts(a: EmbedMLPArgs):
+    return a.classes * a.length, a.out, a.time_embed  # it reads the values one-hot, as kernels pass them
+
+
 def _unet_facts(a: UNetArgs):
     n = a.height * (a.width or a.height)
     return a.channels * n, (a.out_channels or a.channels) * n, a.time_embed
@@ -177,6 +194,11 @@ def _pis_size(a: PisArgs):
 
 def _made_size(a: MADEArgs):
     return _dense_size([a.in_ + a.time_embed, *a.hidden, a.in_ * a.out_per_dim])  # (its masks are buffers)
+
+
+def _embed_size(a: EmbedMLPArgs):
+    p, f, fl = _dense_size([a.length * a.dim + a.time_embed, *a.hidden, a.out])
+    return p + (a.classes + a.length) * a.dim, f + a.length * a.dim, fl + 2 * a.length * a.classes * a.dim
 
 
 def _unet_size(a: UNetArgs):
@@ -248,6 +270,8 @@ REGISTRY.add(Entry("pis", "net", PisArgs, "PIS drift net: Fourier time features 
                    info={"facts": _pis_facts, "size": _pis_size}))
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
                    info={"facts": _made_facts, "size": _made_size}))
+REGISTRY.add(Entry("embed_mlp", "net", EmbedMLPArgs, "mlp over learned embeddings of categorical values (a table shared by the positions)",
+                   info={"facts": _embed_facts, "size": _embed_size}))
 REGISTRY.add(Entry("unet", "net", UNetArgs, "small U-Net for C x H x W images: residual blocks per resolution, skips, time embedding",
                    info={"facts": _unet_facts, "size": _unet_size}))
 REGISTRY.add(Entry("transformer", "net", TransformerArgs, "causal transformer over a token sequence (position j reads tokens < j)",

@@ -163,6 +163,12 @@ class NetFacts:
     out_size: int
     time_embed: int
 
+    def take_hint(self, net: str, n: int) -> str:
+        """E402's hint where net `net` must read n values: its `in` where it has one, else
+        the size its shape arguments must make."""
+        has_in = "in_" in REGISTRY.get("net", self.entry).args.model_fields
+        return f"set `in = {n}` on net '{net}'" if has_in else f"make net '{net}' take {n} values"
+
 
 @dataclass
 class KernelUse:

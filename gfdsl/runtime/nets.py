@@ -143,6 +143,28 @@ class MLP(nn.Module):
         return _Replay.apply(self, out, len(keep) + 1, x, *keep, *params)
 
 
+class EmbedMLP(nn.Module):
+    """An MLP over learned embeddings of L categorical values: the input (B, L * K) is the
+    one-hot encoding kernels and policies pass for a cat(K)[L] or int state; each value's
+    K columns pick a row of one (K, dim) table shared by the positions, a learned (L, dim)
+    position vector is added, and the (B, L * dim) result goes through an mlp. Against
+    one-hot into the first layer (L * K * H weights) it factors that layer through the
+    table (K * dim + L * dim + L * dim * H), which pays off when K is large."""
+
+    def __init__(self, classes: int, length: int, dim: int, out: int, hidden: list[int], act: str = "silu",
+                 time_embed: int = 0):
+        super().__init__()
+        self.K, self.L = classes, length
+        self.table = nn.Parameter(torch.randn(classes, dim) / math.sqrt(dim))
+        self.pos = nn.Parameter(torch.zeros(length, dim))
+        self.mlp = MLP(length * dim, out, hidden, act, time_embed)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        B = x.shape[0]
+        h = x.view(B, self.L, self.K).to(self.table.dtype) @ self.table + self.pos  # (B, L, dim): a lookup for one-hot rows
+        return self.mlp(h.reshape(B, -1), t)
+
+
 class _Replay(torch.autograd.Function):
     """An MLP's output whose forward pass was already computed (MLP.forward_keep), with
     the backward pass of its layers written out: for layer l with input a (B, in) and
@@ -463,6 +485,8 @@ def build(entry: str, args: dict) -> nn.Module:
         return PISNet(a["in"], a["out"], a["hidden"], a["harmonics"], a["layers"])
     if entry == "made":
         return MADE(a["in"], a["hidden"], a["out_per_dim"], a["act"], a["time_embed"])
+    if entry == "embed_mlp":
+        return EmbedMLP(a["classes"], a["length"], a["dim"], a["out"], a["hidden"], a["act"], a["time_embed"])
     if entry == "unet":
         return UNet(a["channels"], a["height"], a["width"] or a["height"], a["base"], tuple(a["mults"]),
                     a["out_channels"], a["time_embed"], a["layout"])

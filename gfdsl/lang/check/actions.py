@@ -178,7 +178,7 @@ class Actions:
         if f.in_size != need_in:
             self.error("E402", span, net=net, which="takes", got=f.in_size, kernel=kernel,
                        why=f"reading {state.id} ({state.type}, encoded one-hot)", need=need_in,
-                       hint=f"set `in = {need_in}` on net '{net}'")
+                       hint=f.take_hint(net, need_in))
             good = False
         if f.out_size != n_out:
             self.error("E402", span, net=net, which="outputs", got=f.out_size, kernel=kernel, why=why, need=n_out,

@@ -105,7 +105,7 @@ class Rules:
             which, got, need = ("takes", f.in_size, n) if f.in_size != n else ("outputs", f.out_size, 1)
             self.error("E402", span, net=net, which=which, got=got, kernel=t["term"],
                        why="as the state flow log F(s)", need=need,
-                       hint=f"set `in = {n}` on net '{net}'" if which == "takes" else f"make net '{net}' output 1 value")
+                       hint=f.take_hint(net, n) if which == "takes" else f"make net '{net}' output 1 value")
         elif f.time_embed == 0 and len(srcs) > 1:
             self.error("E605", span, kernel=t["term"], net=net)
 
