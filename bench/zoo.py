@@ -100,7 +100,7 @@ def entries(quick: bool, tmp: Path, only: set[str] | None):
          {"eval_n": None}),
         ("mle_gfn", variant("mle_gfn", tmp), "8gaussians", 3.03, None, "hand-written DDPM (T = 100)",
          {"eval_k": 20}),
-        ("ddpm_digits", variant("ddpm_digits", tmp), "digits (17 levels)", independent_pixels_bpd(), None,
+        ("ddpm_digits", variant("ddpm_digits", tmp), "digits (17 levels)", independent_pixels_bpd(), 2.1,
          "independent per-pixel categoricals (add-1/2 counts of the training images)",
          {"eval_k": 100, "eval_n": None}),
         ("transformer_digits", variant("transformer_digits", tmp), "digits (17 levels)", 2.144, None,
