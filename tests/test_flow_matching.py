@@ -172,3 +172,17 @@ def test_the_cost_estimate_counts_every_solver_stage():
         flops[solver, trace] = estimate(check_source(t, path="fm.gfn").graph, 256, eval_n=100).eval_flops
     assert flops["rk4", "hutchinson"] == 4 * flops["euler", "hutchinson"]
     assert flops["rk4", "exact"] == flops["rk4", "hutchinson"] * 5 / 3  # 1 + 2 D passes against 1 + 2
+
+
+def test_cfm_is_costed_as_one_step_per_row():
+    """cfm regresses the velocity at one drawn time: the estimate keeps one step's
+    activations, where mle through the solver keeps every step's."""
+    from gfdsl.compile.cost import estimate
+
+    text = SPEC.read_text()
+    rows = {}
+    for obj in ('cfm(coupling = "ot")', "mle"):
+        g = check_source(text.replace('cfm(coupling = "ot")', obj), path="fm.gfn").graph
+        rows[obj] = dict(estimate(g, 256).rows)
+    T = 20
+    assert rows["mle"]["activations of a step"] == T * rows['cfm(coupling = "ot")']["activations of a step"]

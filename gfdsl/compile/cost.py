@@ -197,7 +197,9 @@ def estimate(g: nx.DiGraph, batch: int, eval_n: int | None = None, eval_k: int |
         return c
     steps, width = _per_step(g, sizes)
     T = max(len(steps), 1)
-    simple = terms.get("elbo", {}).get("weighting") == "simple"
+    # one-step terms (L_simple, the hybrid loss, flow matching) call the net once per row
+    # on one drawn step, instead of scoring whole trajectories
+    simple = all(n == "cfm" or (n == "elbo" and a.get("weighting") in ("simple", "hybrid")) for n, a in terms.items())
     rows = batch * k
     act = max(a for a, _ in steps) if simple and steps else sum(a for a, _ in steps)
     c.add("trajectory states", rows * (T + 1) * width * F32 * (1 if simple else 2), wide)
