@@ -33,5 +33,16 @@ def alternate(runs: dict, data: torch.Tensor, blocks: int, steps: int, batch: in
     return speeds
 
 
+def peer(name: str):
+    """A benchmark-only peer library (zuko, ...), or None after saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        print(f"{name} is not installed: pip install {name} (or pip install -e .[bench])")
+        return None
+
+
 def median(v: list[float]) -> float:
     return statistics.median(v)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import alternate, median  # noqa: E402
+from common import alternate, median, peer  # noqa: E402
 
 
 def gfdsl_flow():
@@ -48,10 +48,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=512)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    try:
-        import zuko  # noqa: F401
-    except ImportError:
-        print("zuko is not installed: pip install zuko")
+    if peer("zuko") is None:
         return 1
     from gfdsl.runtime.data import toy2d
 

@@ -24,10 +24,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from gfdsl.compile.lower import lower  # noqa: E402
 from gfdsl.driver import check_file  # noqa: E402
 from gfdsl.engine.rundir import load_data  # noqa: E402
+from common import peer  # noqa: E402
 
 
 def spec_dims(c) -> dict:
@@ -75,10 +77,8 @@ def main() -> int:
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    try:
-        import zuko
-    except ImportError:
-        print("zuko is not installed: pip install zuko")
+    zuko = peer("zuko")
+    if zuko is None:
         return 1
     c = check_file(ROOT / "specs" / "nsf.gfn")
     d = spec_dims(c)
