@@ -139,7 +139,7 @@ def _net_calls(k: dict, n: int) -> int:
 def _one_call(k: dict, net: dict) -> bool:
     """A next_token kernel over an autoregressive net without a step input: the chain
     scores every position of a trajectory from one call (runtime NextToken.all_positions)."""
-    return (k.get("entry") == "next_token" and net["entry"] in ("made", "transformer")
+    return (k.get("entry") == "next_token" and REGISTRY.get("net", net["entry"]).info.get("autoregressive", False)
             and not net["args"].get("time_embed"))
 
 

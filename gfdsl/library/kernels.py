@@ -214,31 +214,38 @@ class SplineARArgs(MafArgs):
     bound: PosFloat = _BOUND
 
 
-def _flow_layer(use: KernelUse, kernel: str, net, per_dim: int, what: str, made: bool) -> list[Problem]:
-    """A coupling (made = False) or autoregressive (made = True) flow layer: a real state
-    mapped to one of the same shape by a net with `per_dim` outputs per coordinate."""
+def _flow_layer(use: KernelUse, kernel: str, net, per_dim: int, what: str,
+                needs: tuple[str, str, str] | None = None) -> list[Problem]:
+    """A flow layer: a real state mapped to one of the same shape by a net with `per_dim`
+    outputs per value. needs: (entry, its name in words, a declaration) where the layer
+    needs one kind of net (made() for an autoregressive layer, lu() for lu_linear); a
+    coupling (needs None) splits the state in halves."""
     probs = _dtype(use, kernel, ("real",), "a real") + _same_shape(use, kernel)
     facts = use.nets.get(str(net))
-    if made and facts is not None and facts.entry != "made":
+    if needs and facts is not None and facts.entry != needs[0]:
         probs.append(Problem("E607", "net", dict(
-            message=f"{kernel}() needs a made() net, but net '{net}' is {facts.entry}()",
-            hint=f"declare the net with made(in = D, out_per_dim = {per_dim})")))
+            message=f"{kernel}() needs {needs[1]} net, but net '{net}' is {facts.entry}()",
+            hint=f"declare the net with {needs[2]}")))
         return probs
     if probs:
         return probs
     n = use.out.numel
-    if n < 2 and not made:
+    if n < 2 and needs is None:
         return [Problem("E403", None, dict(kernel=kernel, need="at least 2 values to split in halves",
                                            src=use.inp_name, dst=use.out_name, hint="use a gaussian kernel in 1-D"))]
     return _net_sizes(use, kernel, net, n, per_dim * n, f"for {what} of {use.out_name} ({use.out})")
 
 
+def _made(per_dim: int) -> tuple[str, str, str]:
+    return "made", "a made()", f"made(in = D, out_per_dim = {per_dim})"
+
+
 def _coupling_rule(use: KernelUse, a: CouplingArgs) -> list[Problem]:
-    return _flow_layer(use, "affine_coupling", a.net, 2, "log-scale and shift", made=False)
+    return _flow_layer(use, "affine_coupling", a.net, 2, "log-scale and shift")
 
 
 def _maf_rule(use: KernelUse, a: MafArgs) -> list[Problem]:
-    return _flow_layer(use, "maf_affine", a.net, 2, "log-scale and shift", made=True)
+    return _flow_layer(use, "maf_affine", a.net, 2, "log-scale and shift", _made(2))
 
 
 def _spline_what(bins: int) -> str:
@@ -246,22 +253,16 @@ def _spline_what(bins: int) -> str:
 
 
 def _spline_coupling_rule(use: KernelUse, a: SplineCouplingArgs) -> list[Problem]:
-    return _flow_layer(use, "spline_coupling", a.net, 3 * a.bins - 1, _spline_what(a.bins), made=False)
+    return _flow_layer(use, "spline_coupling", a.net, 3 * a.bins - 1, _spline_what(a.bins))
 
 
 def _spline_ar_rule(use: KernelUse, a: SplineARArgs) -> list[Problem]:
-    return _flow_layer(use, "spline_autoregressive", a.net, 3 * a.bins - 1, _spline_what(a.bins), made=True)
+    return _flow_layer(use, "spline_autoregressive", a.net, 3 * a.bins - 1, _spline_what(a.bins), _made(3 * a.bins - 1))
 
 
 def _lu_rule(use: KernelUse, a: "NetOnlyArgs") -> list[Problem]:
-    probs = _dtype(use, "lu_linear", ("real",), "a real") + _same_shape(use, "lu_linear")
-    facts = use.nets.get(str(a.net))
-    if facts is not None and facts.entry != "lu":
-        return probs + [Problem("E607", "net", dict(
-            message=f"lu_linear() needs an lu() net, but net '{a.net}' is {facts.entry}()",
-            hint=f"declare the net with lu(in = {use.out.numel})"))]
     n = use.out.numel
-    return probs or _net_sizes(use, "lu_linear", a.net, n, n, f"for the {n} x {n} matrix of {use.out_name} ({use.out})")
+    return _flow_layer(use, "lu_linear", a.net, 1, f"the {n} x {n} matrix", ("lu", "an lu()", f"lu(in = {n})"))
 
 
 RK_STAGES = {"euler": 1, "midpoint": 2, "rk4": 4}  # net calls per step of each solver (runtime/ode.TABLEAUX)

@@ -268,14 +268,15 @@ REGISTRY.add(Entry("mlp", "net", MLPArgs, "multi-layer perceptron, optional sinu
                    info={"facts": _mlp_facts, "size": _mlp_size}))
 REGISTRY.add(Entry("pis", "net", PisArgs, "PIS drift net: Fourier time features and a state embedding into a GELU MLP",
                    info={"facts": _pis_facts, "size": _pis_size}))
+# autoregressive: output position j reads inputs < j only (runtime: the module's `autoregressive`)
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
-                   info={"facts": _made_facts, "size": _made_size}))
+                   info={"facts": _made_facts, "size": _made_size, "autoregressive": True}))
 REGISTRY.add(Entry("embed_mlp", "net", EmbedMLPArgs, "mlp over learned embeddings of categorical values (a table shared by the positions)",
                    info={"facts": _embed_facts, "size": _embed_size}))
 REGISTRY.add(Entry("unet", "net", UNetArgs, "small U-Net for C x H x W images: residual blocks per resolution, skips, time embedding",
                    info={"facts": _unet_facts, "size": _unet_size}))
 REGISTRY.add(Entry("transformer", "net", TransformerArgs, "causal transformer over a token sequence (position j reads tokens < j)",
-                   info={"facts": _transformer_facts, "size": _transformer_size}))
+                   info={"facts": _transformer_facts, "size": _transformer_size, "autoregressive": True}))
 REGISTRY.add(Entry("lu", "net", LUArgs, "invertible matrix P L (U + diag(s)) and bias (Glow's LU form), for lu_linear()",
                    info={"facts": _lu_facts, "size": _lu_size}))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gfdsl.runtime.kernels import Kernel, _t
+from gfdsl.runtime.nets import zero_output
 
 MIN_BIN = 1e-3    # a bin's smallest width and height, as a fraction of the interval 2B
 MIN_SLOPE = 1e-3  # the smallest derivative at a knot
@@ -98,12 +99,11 @@ def rq_spline(x, p, inverse: bool, bins: int, bound: float):
         b = h * d0 - dy * c2
         c = -s * dy
         xi = (2 * c / (-b - (b * b - 4 * a * c).clamp_min(0).sqrt())).clamp(0, 1)
-        out = x_k + xi * w
     else:
         xi = ((v - x_k) / w).clamp(0, 1)
-        out = y_k + h * (s * xi * xi + d0 * xi * (1 - xi)) / (s + (d1 + d0 - 2 * s) * xi * (1 - xi))
     q = xi * (1 - xi)
     den = s + (d1 + d0 - 2 * s) * q
+    out = x_k + xi * w if inverse else y_k + h * (s * xi * xi + d0 * q) / den
     log_slope = 2 * s.log() + (d1 * xi * xi + 2 * s * q + d0 * (1 - xi) ** 2).log() - 2 * den.log()
     if inverse:
         log_slope = -log_slope
@@ -114,13 +114,6 @@ def spline(bins: int, bound: float):
     def f(x, p, inverse):
         return rq_spline(x, p, inverse, bins, bound)
     return f
-
-
-def _zero_last(net: nn.Module) -> None:
-    """Zero the net's output layer: every map here starts as the identity."""
-    last = [mod for mod in net.modules() if isinstance(mod, nn.Linear)][-1]
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
 
 
 # -- conditioners -----------------------------------------------------------------------------------
@@ -143,7 +136,7 @@ class Coupling(Bijection):
         self.register_buffer("m", m, persistent=False)
         self.register_buffer("free", 1 - m, persistent=False)  # the transformed half
         self.timed = getattr(net, "embed", None) is not None  # skip building t when unused
-        _zero_last(net)
+        zero_output(net)  # the identity map
 
     def _map(self, x, i, inverse: bool):
         p = self.net(x * self.m, _t(i) if self.timed else None).view(x.shape[0], -1, self.D)  # (B, P, D)
@@ -170,7 +163,7 @@ class Autoregressive(Bijection):
         super().__init__()
         self.net, self.D, self.reverse, self.tau = net, dim, reverse, tau
         if zero_init:
-            _zero_last(net)
+            zero_output(net)
 
     def _flip(self, x):
         return x.flip(1) if self.reverse else x

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
-from gfdsl.runtime.nets import shared_step
+from gfdsl.runtime.nets import shared_step, zero_output
 from gfdsl.runtime.schedules import Schedule
 
 
@@ -274,9 +274,7 @@ class LearnedNoising(Kernel):
     def __init__(self, sched: Schedule, net: nn.Module, max_shift: float):
         super().__init__()
         self.s, self.net, self.c = sched, net, max_shift
-        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        zero_output(net)
 
     def dist(self, x, i, ctx=None):
         s = self.s

@@ -23,6 +23,15 @@ def shared_step(t: torch.Tensor) -> bool:
     return t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0
 
 
+def zero_output(net: nn.Module) -> None:
+    """Zero a net's output layer (its last Linear), so that a kernel built on it starts
+    as its fixed part: the identity map of a flow layer, the noising process, Brownian
+    motion."""
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+
+
 def full(x: torch.Tensor) -> torch.Tensor:
     """A net's output in full precision: under bf16 autocast the layers run in bf16, and
     kernels get float32 so that log-probabilities are computed and accumulated in float32;

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from gfdsl.runtime.kernels import DiagNormal, Kernel, _in, _t, diag_normal
+from gfdsl.runtime.nets import zero_output
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -71,9 +72,7 @@ def _start_at_zero(net: nn.Module, n_steps: int) -> None:
     time t = k / T (PISNet) told T."""
     if hasattr(net, "horizon"):
         net.horizon = n_steps
-    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
+    zero_output(net)
 
 
 class BridgeNormal(DiagNormal):

@@ -13,8 +13,8 @@ from gfdsl.library import REGISTRY
 # a term's need -> (what it asks of every forward kernel, the hint where one lacks it)
 FORWARD_CAPS = {
     "rsample": ("reparameterised forward kernels", "use tb, which needs no reparameterisation"),
-    "velocity": ("ode_flow() forward kernels (a velocity to regress)", "write `forward = ode_flow(net = v)` on every step, or use "
-                                                       "`mle`/`elbo`"),
+    "velocity": ("ode_flow() forward kernels (a velocity to regress)",
+                 "write `forward = ode_flow(net = v)` on every step, or use `mle`/`elbo`"),
 }
 
 
