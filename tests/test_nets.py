@@ -210,3 +210,23 @@ def test_embed_mlp_policy_trains_a_hypergrid_and_its_sizes_are_checked(tmp_path)
     with pytest.raises(GfdslError) as e:
         check_source(text.replace(old, new.replace("classes = H", "classes = H + 1")), path="hg.gfn")
     assert "error[E402]" in str(e.value) and "make net 'pf' take" in str(e.value)
+
+
+@pytest.mark.parametrize("entry, args, x", [
+    ("mlp", dict(in_=4, out=3, hidden=[8], time_embed=8), torch.randn(2, 4)),
+    ("convnet", dict(channels=1, size=4, width=16, depth=2, time_embed=8), torch.randn(2, 16)),
+    ("unet", dict(channels=1, height=8, base=8, time_embed=8), torch.randn(2, 64)),
+    ("transformer", dict(length=4, vocab=3, width=16, layers=1, heads=2, time_embed=8), torch.zeros(2, 4)),
+])
+def test_zero_output_zeroes_the_output_layer_not_a_time_embedding(entry, args, x):
+    """Kernels that start from their fixed part (learned_noising, the sampler kernels,
+    flow layers) zero their net's output; with a time embedding, a conv net's or a
+    transformer's last Linear is the embedding's, not the output."""
+    from gfdsl.library import REGISTRY
+    from gfdsl.runtime.nets import zero_output
+
+    torch.manual_seed(0)
+    spec = REGISTRY.get("net", entry).args.model_validate({("in" if k == "in_" else k): v for k, v in args.items()})
+    m = build(entry, spec.model_dump(by_alias=True))
+    zero_output(m)
+    assert torch.equal(m(x, torch.full((2,), 3.0)), torch.zeros(2, m(x, torch.ones(2)).shape[1]))

@@ -24,10 +24,11 @@ def shared_step(t: torch.Tensor) -> bool:
 
 
 def zero_output(net: nn.Module) -> None:
-    """Zero a net's output layer (its last Linear), so that a kernel built on it starts
-    as its fixed part: the identity map of a flow layer, the noising process, Brownian
-    motion."""
-    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    """Zero a net's output layer, so that a kernel built on it starts as its fixed part:
+    the identity map of a flow layer, the noising process, Brownian motion. The layer is
+    the net's `output_layer` where it names one (a conv net's last conv, a transformer's
+    head: their last Linear is a time embedding's), else its last Linear."""
+    last = getattr(net, "output_layer", None) or [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
 
@@ -327,6 +328,10 @@ class ConvNet(nn.Module):
         self.temb = nn.ModuleList(nn.Linear(time_embed, width) for _ in range(depth)) if time_embed else None
         self.out = nn.Conv2d(width, out_channels or channels, 3, padding=1)
 
+    @property
+    def output_layer(self) -> nn.Module:
+        return self.out
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         B = x.shape[0]
         h = self.inp(x.view(B, self.c, self.s, self.s))
@@ -385,8 +390,11 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(ResBlock(2 * c, c, te) for c in ch)
         self.norm = nn.GroupNorm(_groups(ch[0]), ch[0])
         self.out = nn.Conv2d(ch[0], self.oc, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        zero_output(self)
+
+    @property
+    def output_layer(self) -> nn.Module:
+        return self.out
 
     def _embedding(self, t: torch.Tensor | None, B: int, device) -> torch.Tensor | None:
         if self.embed is None:
@@ -442,6 +450,10 @@ class Transformer(nn.Module):
         self.embed = SinusoidalEmbedding(time_embed) if time_embed else None
         self.temb = nn.Linear(time_embed, width) if time_embed else None
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(length), persistent=False)
+
+    @property
+    def output_layer(self) -> nn.Module:
+        return self.head
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         B = x.shape[0]
