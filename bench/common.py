@@ -33,6 +33,31 @@ def alternate(runs: dict, data: torch.Tensor, blocks: int, steps: int, batch: in
     return speeds
 
 
+TORCH_PIN = "torch==2.13.0"  # the CPU build (a looser pin pulls a multi-GB CUDA one)
+
+
+def peer_python(venv, module: str, pin: str, explicit: str | None = None) -> str:
+    """A Python that imports `module` (a peer library that pins its own dependencies):
+    the one given, else the virtual environment `venv`, made and filled on first use --
+    the CPU build of torch first, then the peer with torch pinned again, since a
+    dependency would otherwise upgrade it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if explicit:
+        return explicit
+    py = Path(venv) / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", f"import {module}"], capture_output=True).returncode == 0:
+        return str(py)
+    print(f"installing {pin} into {venv} (once) ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run(pip + [TORCH_PIN], check=True)
+    subprocess.run(pip + [pin, TORCH_PIN], check=True)
+    return str(py)
+
+
 def peer(name: str):
     """A benchmark-only peer library (zuko, ...), or None after saying how to install it."""
     import importlib

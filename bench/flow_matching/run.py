@@ -33,10 +33,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 VENV = HERE / ".venv"
-TORCH_PIN = "torch==2.13.0"
 CFM_PIN = "torchcfm==1.0.7"
 
+from common import peer_python  # noqa: E402
 from gfdsl.compile.lower import lower  # noqa: E402
 from gfdsl.driver import check_file  # noqa: E402
 from gfdsl.engine.rundir import load_data  # noqa: E402
@@ -44,17 +45,7 @@ from gfdsl.engine.rundir import load_data  # noqa: E402
 
 def torchcfm_python(explicit: str | None) -> str:
     """A Python that imports torchcfm: the one given, else bench/flow_matching/.venv."""
-    if explicit:
-        return explicit
-    py = VENV / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import torchcfm"], capture_output=True).returncode == 0:
-        return str(py)
-    print(f"installing {CFM_PIN} into {VENV} (once) ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run(pip + [TORCH_PIN], check=True)  # the CPU build, before anything pulls CUDA
-    subprocess.run(pip + [CFM_PIN, TORCH_PIN], check=True)  # torch pinned again: a dependency would upgrade it
-    return str(py)
+    return peer_python(VENV, "torchcfm", CFM_PIN, explicit)
 
 
 def gfdsl_side(c, train: torch.Tensor, test: torch.Tensor, iters: int, seed: int) -> dict:

@@ -34,25 +34,16 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VENV = HERE / ".venv"
-TORCH_PIN = "torch==2.13.0"
 TGFN_PIN = "torchgfn==2.4.1"
+sys.path.insert(0, str(HERE.parent))
+
+from common import peer_python  # noqa: E402
 
 
 def torchgfn_python(explicit: str | None) -> str:
     """A Python that imports torchgfn: the one given, else bench/torchgfn/.venv (made
     and filled on first use)."""
-    if explicit:
-        return explicit
-    py = VENV / "bin" / "python"
-    probe = [str(py), "-c", "import gfn"]
-    if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return str(py)
-    print(f"installing {TGFN_PIN} into {VENV} (once) ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run(pip + [TORCH_PIN], check=True)  # the CPU build, before anything pulls CUDA
-    subprocess.run(pip + [TGFN_PIN], check=True)
-    return str(py)
+    return peer_python(VENV, "gfn", TGFN_PIN, explicit)
 
 
 def run_torchgfn(py: str, ndim: int, batch: int, iters: int, seed: int) -> dict:
