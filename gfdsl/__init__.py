@@ -8,6 +8,7 @@ Importing gfdsl does not import torch.
 """
 
 from gfdsl import ir  # noqa: F401
+from gfdsl.api import Spec, load, loads, train  # noqa: F401
 from gfdsl.driver import build_ir, check_file, check_source  # noqa: F401
 from gfdsl.errors import Diagnostic, GfdslError  # noqa: F401
 
@@ -15,19 +16,8 @@ __version__ = "0.1.0"
 
 
 def compile_spec(path, overrides: dict[str, int] | None = None):
-    """Check and lower a spec to a GfnModel (an nn.Module). Imports torch."""
-    from gfdsl.compile.lower import lower
-
-    c = check_file(path, overrides)
-    return lower(c.graph, c.source)
-
-
-def train(spec, options=None, overrides: dict[str, int] | None = None) -> dict:
-    """Train a spec as `gfdsl run` does; returns the summary dict. Imports torch."""
-    from gfdsl.engine.rundir import RunOptions
-    from gfdsl.engine.loop import train as _train
-
-    return _train(str(spec), options or RunOptions(progress=False), overrides)
+    """Check and lower a spec to a GfnModel (an nn.Module): gfdsl.load(path, **overrides).compile()."""
+    return load(path, **(overrides or {})).compile()
 
 
 def __getattr__(name):  # RunOptions without importing torch at `import gfdsl`
@@ -38,5 +28,6 @@ def __getattr__(name):  # RunOptions without importing torch at `import gfdsl`
     raise AttributeError(name)
 
 
-__all__ = ["check_file", "check_source", "build_ir", "compile_spec", "train", "RunOptions", "Diagnostic",
+__all__ = ["load", "loads", "Spec", "train", "check_file", "check_source", "build_ir", "compile_spec", "RunOptions",
+           "Diagnostic",
            "GfdslError", "ir", "__version__"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from gfdsl import ir
+from gfdsl import ir, plugins
 
 from gfdsl.lang import ast
 from gfdsl.lang.check import CheckedSpec, check
@@ -33,6 +33,7 @@ class Compiled:
 def check_source(source: Source | str, overrides: dict[str, int] | None = None,
                  path: str = "<string>") -> Compiled:
     """Run the front end on text. Raises GfdslError (sorted diagnostics) on any problem."""
+    plugins.load_installed()  # entries a spec may name, from installed packages (once)
     if isinstance(source, str):
         source = decode_source(path, source.encode("utf-8", errors="surrogatepass"))
     model = parse(source)

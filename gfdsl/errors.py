@@ -91,10 +91,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E703": ("the file is not UTF-8 text: byte {byte} at offset {offset}", "save the spec as UTF-8"),
     "E704": ("cannot write {path}: {why}", "check that the folder exists and is writable"),
     "E705": ("writing {fmt} needs Graphviz's `dot` program, which is not installed", "install it (Debian: `apt-get install graphviz`), or write a .dot file"),
-    "E706": ("bad override '{text}': {why}", "write `--set NAME=INTEGER`, e.g. `--set T=4`"),
+    "E706": ("bad override '{text}': {why}", "write `--set NAME=VALUE`: a dim (`--set T=4`) or a train setting "
+                                                "(`--set lr=3e-4`, `--set optimizer=adamw`)"),
     "E707": ("unknown output format '{ext}'", "use a file name ending in .dot, .svg or .png"),
     "E708": ("the unrolled model has {n} states, above the limit of {limit}", "make the dims smaller (e.g. `--set T=10`)"),
     "E709": ("bad value for {flag}: {why}", "{hint}"),
+    "E710": ("plugin '{plugin}' {why}", "{hint}"),
     # -- lowering and run time --------------------------------------------------------------
     "E801": ("bad data file {path}: {why}", "the file must hold an array of shape (N, ...) matching the data state"),
     "E802": ("{message}", "{hint}"),

@@ -4,7 +4,8 @@
 #     output and everything else work without it).
 #  2. torch==2.13.0 first: on these machines that pin is a CPU wheel already on disk; a
 #     looser requirement would make pip download a multi-GB CUDA build.
-#  3. gfdsl itself, editable, with its run-time and test extras.
+#  3. gfdsl itself, editable, with its run-time, test and logging extras, and the example plugin
+#     (examples/gfdsl_ising) that the test suite exercises.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -22,4 +23,6 @@ fi
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "${PIP[@]}" torch==2.13.0
 fi
-"${PIP[@]}" -e ".[torch,dev]"
+"${PIP[@]}" -e ".[torch,dev,log]"
+# the example plugin: no dependencies to fetch, built with the setuptools already here
+"${PIP[@]}" --no-deps --no-build-isolation -e examples/gfdsl_ising

@@ -63,8 +63,8 @@ def test_usage_errors_exit_2(in_root):
     assert r.returncode == 2
     r = run("check", DDPM, "--set", "T")
     assert r.returncode == 2 and "error[E706]" in r.stderr
-    r = run("check", DDPM, "--set", "T=big")
-    assert r.returncode == 2 and "'big' is not an integer" in r.stderr
+    r = run("check", DDPM, "--set", "T=big")  # a value of the wrong kind: the checker's error, exit 1
+    assert r.returncode == 1 and "bad override 'T=big': dim 'T' must be a number" in r.stderr
 
 
 def test_set_overrides_dims(in_root, capsys):

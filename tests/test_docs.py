@@ -13,15 +13,30 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 
 
 def test_generated_sections_are_current():
-    text = DOC.read_text(encoding="utf-8")
-    assert docs.render(text) == text, "run `python -m gfdsl.docs` to regenerate docs/language.md"
+    for page, sections in docs.PAGES.items():
+        text = (DOC.parent / page).read_text(encoding="utf-8")
+        assert docs.render(text, sections) == text, f"run `python -m gfdsl.docs` to regenerate docs/{page}"
 
 
 def test_every_registry_entry_is_documented():
     text = DOC.read_text(encoding="utf-8")
+    ref = (DOC.parent / "reference.md").read_text(encoding="utf-8")
+    from gfdsl.plugins import describe
+
     for kind in KINDS:
-        for name in REGISTRY.names(kind):
-            assert f"`{name}`" in text, (kind, name)
+        section = ref.split(f"## {docs.TITLES[kind]}\n")[-1].split("\n## ")[0]
+        for e in docs.builtin(kind):
+            assert f"`{e.name}`" in text, (kind, e.name)
+            entry = section.split(f"### `{e.name}`\n")[1].split("\n### ")[0]
+            for name, *_ in describe(e):
+                assert f"| `{name}` |" in entry, (kind, e.name, name)
+
+
+def test_reference_shows_allowed_values_and_bounds():
+    """The values people found only from error messages are in the reference."""
+    ref = (DOC.parent / "reference.md").read_text(encoding="utf-8")
+    assert '"eps" \\| "x0" \\| "v"' in ref and '"beta_tilde"' in ref
+    assert "(> 0)" in ref
 
 
 def test_every_argument_model_forbids_extras():

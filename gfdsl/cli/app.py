@@ -23,6 +23,7 @@ import os
 import sys
 
 from gfdsl.errors import CATALOGUE, GfdslError, diag
+from gfdsl.library.registry import KINDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,21 +32,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gfdsl: error: {message}\n")
 
 
-def _overrides(items: list[str] | None) -> dict[str, int]:
+def _overrides(items: list[str] | None) -> dict:
+    """`--set NAME=VALUE` items: a dim or a train setting (the checker says which). Values
+    are read as the spec would: integers, numbers, true/false, none, [lists], else text."""
     out = {}
     for text in items or []:
         name, eq, value = text.partition("=")
-        why = None
-        if not eq or not name.strip().isidentifier():
-            why = "expected NAME=VALUE"
-        else:
-            try:
-                out[name.strip()] = int(value)
-            except ValueError:
-                why = f"'{value}' is not an integer"
-        if why:
-            raise _Usage(diag("E706", None, None, path="--set", text=text, why=why).render())
+        if not eq or not name.strip().isidentifier() or not value.strip():
+            raise _Usage(diag("E706", None, None, path="--set", text=text, why="expected NAME=VALUE").render())
+        out[name.strip()] = parse_value(value.strip())
     return out
+
+
+def parse_value(v: str):
+    """A command-line value as a spec value: 4 -> int, 3e-4 -> float, true, none, [1, 2], else the text."""
+    import json
+
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            x = conv(v)
+            return x if conv is int or x == x and abs(x) != float("inf") else v
+        except ValueError:
+            pass
+    if v.startswith("["):
+        try:
+            return json.loads(v)
+        except ValueError:
+            pass
+    return v.strip('"')
 
 
 class _Usage(Exception):
@@ -56,10 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gfdsl", description="A language and compiler for trajectory generative models (GFlowNets).")
     p.add_argument("--version", action="version", version=f"gfdsl {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    add_parser = sub.add_parser
+
+    def with_plugin(*a, **kw):  # every command takes --plugin: a spec may name a plugin's entries
+        sp = add_parser(*a, **kw)
+        sp.add_argument("--plugin", action="append", metavar="MODULE",
+                        help="load registry entries from a Python module or .py file (repeatable; "
+                             "installed plugins load by themselves)")
+        return sp
+
+    sub.add_parser = with_plugin
 
     def with_set(sp):
-        sp.add_argument("--set", action="append", metavar="NAME=INT",
-                        help="override a dim, e.g. --set T=4 (repeatable)")
+        sp.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="override a dim or a train setting, e.g. --set T=4 --set lr=3e-4 (repeatable)")
         return sp
 
     c = with_set(sub.add_parser("check", help="check specs and report every error"))
@@ -108,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prior-steps", type=_nonneg_int, help="a posterior: steps of its prior stage (default: the spec's)")
     c.add_argument("--eval-k", type=_pos_int, help="backward trajectories per test point for the likelihood")
     c.add_argument("--eval-n", type=_pos_int, default=2000, help="test points evaluated (default 2000)")
+    c.add_argument("--val", type=_val_fraction, metavar="F",
+                   help="hold out this share of the training set for validation: its NLL during training, "
+                        "best.safetensors at its lowest (the train setting `val`)")
+    c.add_argument("--patience", type=_nonneg_int, metavar="N",
+                   help="stop after N validation points without a lower validation NLL (needs --val)")
+    c.add_argument("--log", action="append", choices=["tensorboard", "mlflow"],
+                   help="also log to TensorBoard (RUN/tensorboard) or MLflow (repeatable; the `log` extra)")
+    c.add_argument("--mlflow-uri", metavar="URI",
+                   help="MLflow tracking URI (default: a file store in RUN/mlruns)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--max-memory", type=_memory, metavar="SIZE",
                    help="refuse a run whose estimate exceeds SIZE, e.g. 8G (default: the machine's available memory)")
@@ -136,8 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", "--eval-n", type=_pos_int, help="test points (default: all)")
     c.add_argument("--device", default="cpu")
 
-    c = sub.add_parser("explain", help="explain an error code")
-    c.add_argument("code", metavar="CODE")
+    c = sub.add_parser("explain", help="explain an error code, or a registry entry and its arguments")
+    c.add_argument("code", metavar="CODE|NAME")
+
+    c = sub.add_parser("list", help="list everything a spec can name, with where it comes from")
+    c.add_argument("kind", nargs="?", choices=KINDS, help="one kind only")
+    c.add_argument("--args", action="store_true", help="each entry's arguments: type, default, description")
     return p
 
 
@@ -184,6 +226,13 @@ def _float_from(lo: float, strict: bool):
 
 
 _pos_float, _nonneg_float = _float_from(0.0, True), _float_from(0.0, False)
+
+
+def _val_fraction(v: str) -> float:
+    x = _pos_float(v)
+    if x > 0.5:
+        raise argparse.ArgumentTypeError(f"a share of the training set in (0, 0.5], got {v}")
+    return x
 
 
 def _version() -> str:
@@ -296,9 +345,9 @@ def cmd_run(a) -> int:
     if bool(a.spec) == bool(a.resume):
         raise _Usage("gfdsl: error: give either SPEC or --resume RUN")
     if a.resume and (a.set or a.steps or a.batch or a.lr or a.seed is not None or a.out or a.compile or a.amp
-                     or a.prior or a.prior_steps is not None):
+                     or a.prior or a.prior_steps is not None or a.val is not None or a.patience is not None):
         raise _Usage("gfdsl: error: --resume continues a run as it was started; --set, --steps, --batch, --lr, "
-                     "--seed, --out, --compile, --amp, --prior and --prior-steps cannot change it")
+                     "--seed, --out, --compile, --amp, --prior, --prior-steps, --val and --patience cannot change it")
     if a.nproc > 1 and not os.environ.get("WORLD_SIZE"):
         from gfdsl.engine.distributed import launch
 
@@ -311,7 +360,8 @@ def cmd_run(a) -> int:
         return launch(argv, a.nproc)
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
                       compile=a.compile, amp=a.amp, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n, prior=a.prior,
-                      prior_steps=a.prior_steps, max_memory=a.max_memory,
+                      prior_steps=a.prior_steps, max_memory=a.max_memory, val=a.val, patience=a.patience,
+                      log=tuple(a.log or ()), mlflow_uri=a.mlflow_uri,
                       progress=not a.no_progress and sys.stderr.isatty())
     try:
         s = train(a.spec, opts, _overrides(a.set), resume=a.resume)
@@ -323,10 +373,17 @@ def cmd_run(a) -> int:
     if not s:  # a rank other than 0: rank 0 reports
         return 0
     out = a.resume or opts.out or "runs/" + os.path.splitext(os.path.basename(a.spec))[0]
-    print(f"{s['model']}: {s['steps']} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
+    done = s["steps"] if s.get("steps_done", s["steps"]) == s["steps"] else f"{s['steps_done']} of {s['steps']}"
+    print(f"{s['model']}: {done} steps in {s['train_seconds']:.1f} s ({s['steps_per_second']:.0f} steps/s); "
           + _result_line(s))
-    logz = ", logz.png" if os.path.exists(os.path.join(out, "logz.png")) else ""
-    print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png" + logz + "}")
+    more = "".join(f", {n}" for n in ("loss.png", "logz.png", "best.safetensors", "tensorboard", "mlruns")
+                   if os.path.exists(os.path.join(out, n)))
+    print(f"wrote {out}/" "{summary.json, metrics.jsonl, checkpoint.safetensors, samples.npy, samples.png" + more + "}")
+    v = s.get("validation")
+    if v and v.get("best_val_nll_nats") is not None:
+        stop = f"; stopped early at step {v['stopped_early_at']}" if v["stopped_early_at"] else ""
+        print(f"validation: best NLL {v['best_val_nll_nats']:.4f} nats at step {v['best_step']} "
+              f"(evaluated: {s['evaluated']}){stop}")
     return 0
 
 
@@ -382,19 +439,53 @@ def cmd_eval(a) -> int:
 
 
 def cmd_explain(a) -> int:
+    from gfdsl.library import REGISTRY
+
     code = a.code.upper()
     if code not in CATALOGUE:
-        print(f"gfdsl: unknown error code '{a.code}' (codes run E101..E8xx; see docs/language.md)", file=sys.stderr)
+        kind = REGISTRY.kind_of(a.code)
+        if kind is not None:
+            _print_entry(REGISTRY.get(kind, a.code), True)
+            return 0
+        print(f"gfdsl: '{a.code}' is neither an error code (E101..E8xx) nor a registry entry "
+              "(`gfdsl list` shows them)", file=sys.stderr)
         return 2
     msg, hint = CATALOGUE[code]
-    print(f"{code}: {msg}")
-    if hint:
-        print(f"  hint: {hint}")
+    print(f"{code}: {msg.replace('{', '<').replace('}', '>')}")
+    if hint == "{hint}":
+        print("  hint: (specific to each case)")
+    elif hint:
+        print(f"  hint: {hint.replace('{', '<').replace('}', '>')}")
     return 0
 
 
+def cmd_list(a) -> int:
+    from gfdsl.library import REGISTRY
+
+    for kind in [a.kind] if a.kind else KINDS:
+        entries = REGISTRY.all(kind)
+        if not entries:
+            continue
+        print(f"{kind}:")
+        for e in entries:
+            _print_entry(e, a.args, indent="  ")
+    loaded = ", ".join(REGISTRY.sources()) or "none"
+    print(f"plugins loaded: {loaded}")
+    return 0
+
+
+def _print_entry(e, with_args: bool, indent: str = "") -> None:
+    from gfdsl.plugins import describe
+
+    src = "" if e.source == "gfdsl" else f"  [plugin {e.source}]"
+    print(f"{indent}{e.name} ({e.kind}){src}: {e.doc}")
+    if with_args:
+        for name, t, default, what in describe(e):
+            print(f"{indent}    {name}: {t} = {default}" + (f"  -- {what}" if what else ""))
+
+
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "render": cmd_render, "fmt": cmd_fmt,
-            "run": cmd_run, "sample": cmd_sample, "eval": cmd_eval, "explain": cmd_explain}
+            "run": cmd_run, "sample": cmd_sample, "eval": cmd_eval, "explain": cmd_explain, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
+        from gfdsl import plugins
+
+        plugins.load(getattr(args, "plugin", None))
         return COMMANDS[args.cmd](args)
     except GfdslError as e:
         print(e.render(), file=sys.stderr)

@@ -27,12 +27,12 @@ from gfdsl.ir.graph import numel
 from gfdsl.errors import GfdslError, diag
 from gfdsl.lang.source import Source, Span
 from gfdsl.runtime import kernels as K
-from gfdsl.runtime import nets as N
 from gfdsl.runtime import samplers as S
 from gfdsl.runtime import conditions as C
 from gfdsl.runtime import flows as Fl
 from gfdsl.runtime import ode as O
-from gfdsl.runtime import energies, targets
+from gfdsl.plugins import construct
+from gfdsl.runtime import targets
 from gfdsl.runtime.schedules import Schedule
 from gfdsl.runtime.spaces import Space
 
@@ -61,7 +61,11 @@ def lower(g: nx.DiGraph, source: Source | None = None, inputs: Inputs | None = N
         shape, dtype = tuple(data["shape"]), data["dtype"]
     reward = None
     if G["reward"] is not None:
-        reward = _target(G["reward"]["entry"], G["reward"]["args"], getattr(space, "space", None), inputs)
+        r = G["reward"]
+        reward = construct("energy" if r["form"] == "energy" else "reward", r["entry"], r["args"],
+                           space=getattr(space, "space", None), inputs=inputs)
+        if not isinstance(reward, targets.Target):  # a plugin's plain module
+            reward = targets.Adapted(reward, real=G["space"] is None)
         if G["reward"].get("temper"):
             reward = C.Tempered(reward, conds, G["reward"]["temper"])
     model = GfnModel({k: G[k] for k in ATTRS}, nets, space, reward, shape, dtype, conds)
@@ -84,25 +88,10 @@ def _net(v: dict, conds: "C.Conditions") -> nn.Module:
     a = v["args"]
     names = list(a.get("cond") or ())
     if not names:
-        return N.build(v["entry"], a)
+        return construct("net", v["entry"], a)
     width = int(a["cond_embed"])
-    inner = N.build(v["entry"], {**a, "in": a["in"] + width * len(names)})
+    inner = construct("net", v["entry"], {**a, "in": a["in"] + width * len(names)})
     return C.Conditioned(inner, conds, names, width)
-
-
-def _target(entry: str, args: dict, space, inputs: Inputs) -> targets.Target:
-    """The run-time target of a reward or energy entry (IR form)."""
-    if entry == "gaussian_mixture":
-        return targets.GaussianMixture(args)
-    if entry == "logistic":
-        return targets.Logistic(args)
-    if entry == "gmm25":
-        return energies.gmm25(args)
-    if entry == "funnel":
-        return energies.Funnel(args)
-    if entry == "manywell":
-        return energies.Manywell(args)
-    return targets.DiscreteReward(entry, args, space, inputs)
 
 
 # -- chains of explicit steps --------------------------------------------------------------------
@@ -282,8 +271,8 @@ def _prior(g: nx.DiGraph, space: Chain) -> tuple[nn.ModuleDict, Chain]:
     G = g.graph
     fwd = {kid: k for kid, k in G["kernels"].items() if k["role"] == "forward"}
     used = {_key(str(k["args"]["net"])) for k in fwd.values() if "net" in k["args"]}
-    prior_nets = nn.ModuleDict({n: N.build(G["nets"][n.replace(":", ".")]["entry"],
-                                           G["nets"][n.replace(":", ".")]["args"]) for n in sorted(used)})
+    prior_nets = nn.ModuleDict({n: construct("net", G["nets"][n.replace(":", ".")]["entry"],
+                                             G["nets"][n.replace(":", ".")]["args"]) for n in sorted(used)})
     # (a posterior has no conditions: the checker refuses them, E612)
     n_data = numel(g.nodes[G["data"]])
     uses = _first_uses(g)

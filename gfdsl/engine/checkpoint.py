@@ -19,6 +19,7 @@ from gfdsl.errors import GfdslError, diag
 
 CKPT = "checkpoint.safetensors"
 PREV = "checkpoint.prev.safetensors"
+BEST = "best.safetensors"  # the weights at the lowest validation NLL (a run with `val`)
 
 
 def spec_hash(text: str) -> str:
@@ -50,8 +51,6 @@ def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str,
                     extra: dict | None = None, more: dict[str, torch.Tensor] | None = None) -> None:
     """One safetensors file with model, optimizer and RNG states (and `more` tensors:
     the EMA's averages), written atomically."""
-    from safetensors.torch import save_file
-
     tensors = {f"model.{n}": t.detach().contiguous() for n, t in _params_and_buffers(model).items()}
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
@@ -61,10 +60,26 @@ def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str,
         tensors[f"rng.{k}"] = v.contiguous()
     for k, v in (more or {}).items():
         tensors[k] = v.detach().contiguous()
+    meta = {"param_groups": json.dumps(sd["param_groups"]), **(extra or {})}
+    _write(out, CKPT, tensors, step, shash, meta, keep=PREV)
+
+
+def save_weights(out: Path, model, step: int, shash: str, extra: dict | None = None) -> None:
+    """best.safetensors: the model's tensors alone (no optimizer or RNG), as a run with a
+    validation split keeps them at its lowest validation NLL; read back by restore_model."""
+    tensors = {f"model.{n}": t.detach().contiguous() for n, t in _params_and_buffers(model).items()}
+    _write(out, BEST, tensors, step, shash, dict(extra or {}))
+
+
+def _write(out: Path, name: str, tensors: dict, step: int, shash: str, meta: dict, keep: str | None = None) -> None:
+    """Write tensors and metadata to out/name atomically (fsynced, then renamed); `keep`:
+    first move the file it replaces there."""
+    from safetensors.torch import save_file
+
     tensors = {k: v.cpu() for k, v in tensors.items()}
-    meta = {"format": "gfdsl-checkpoint-1", "spec_hash": shash, "step": str(step),
-            "param_groups": json.dumps(sd["param_groups"]), "sha256": tensor_digest(tensors), **(extra or {})}
-    tmp = out / f".{CKPT}.tmp"
+    meta = {"format": "gfdsl-checkpoint-1", "spec_hash": shash, "step": str(step), **meta,
+            "sha256": tensor_digest(tensors)}
+    tmp = out / f".{name}.tmp"
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.chmod(tmp, 0o644)
@@ -72,10 +87,10 @@ def save_checkpoint(out: Path, model, opt, step: int, shash: str, rng: dict[str,
             os.fsync(f.fileno())
     except OSError as e:  # a full disk, a folder gone read-only: the last good checkpoint stays
         tmp.unlink(missing_ok=True)
-        raise GfdslError([diag("E704", None, None, path=str(out / CKPT), why=e.strerror or str(e))]) from None
-    if (out / CKPT).is_file():
-        os.replace(out / CKPT, out / PREV)  # a kill between the renames leaves PREV, which resume reads
-    os.replace(tmp, out / CKPT)
+        raise GfdslError([diag("E704", None, None, path=str(out / name), why=e.strerror or str(e))]) from None
+    if keep and (out / name).is_file():
+        os.replace(out / name, out / keep)  # a kill between the renames leaves `keep`, which resume reads
+    os.replace(tmp, out / name)
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -18,14 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gfdsl import plugins
 from gfdsl.driver import Compiled, check_file
 from gfdsl.engine import distributed
-from gfdsl.engine.checkpoint import CKPT, read_latest, restore_model, restore_optimizer, save_checkpoint, spec_hash
+from gfdsl.engine.checkpoint import (
+    BEST, CKPT, read_checkpoint, read_latest, restore_model, restore_optimizer, save_checkpoint, spec_hash,
+)
 from gfdsl.engine.ema import EMA
+from gfdsl.engine.trackers import Trackers, check_installed
+from gfdsl.engine.validation import Validation, split
 from gfdsl.engine.evaluate import draw_given, draw_samples, evaluate
 from gfdsl.engine.module import param_groups
 from gfdsl.engine.rundir import (
-    RunOptions, check_cost, check_flags, check_out, input_copies, json_bytes, load_data, load_prior, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
+    RunOptions, check_cost, check_flags, check_out, input_copies, json_bytes, load_data, load_prior, metrics_records, npy_bytes, read_run, record_inputs, resolve_device, run_inputs,
     eval_points, start_dir, truncate_metrics, write_json,
 )
 from gfdsl.errors import GfdslError, diag
@@ -75,11 +80,15 @@ def _setup(spec: str | None, opts: RunOptions, overrides: dict | None, resume: s
                      info["batch"], info["lr"], info["seed"], info["threads"], info["device_request"],
                      info["compile"], info.get("amp", False), info["eval_k"], info.get("prior"),
                      run_inputs(out, info), {}, True, tensors, meta)
+    overrides = dict(overrides or {})
+    for name in ("val", "patience"):  # flags that are train settings: checked (and kept) as `--set` is
+        if getattr(opts, name) is not None:
+            overrides[name] = getattr(opts, name)
     c = check_file(spec, overrides)
     inputs = Inputs.beside(c.source.path)
     s0 = c.graph.graph["train"]
     prior_steps = _prior_steps(c, opts)
-    return Setup(c, str(spec), Path(opts.out or f"runs/{Path(spec).stem}"), overrides or {},
+    return Setup(c, str(spec), Path(opts.out or f"runs/{Path(spec).stem}"), overrides,
                  prior_steps + (opts.steps or s0["steps"]), prior_steps, opts.batch or s0["batch"],
                  opts.lr or s0["lr"], s0["seed"] if opts.seed is None else opts.seed, opts.threads, opts.device,
                  opts.compile, opts.amp, opts.eval_k or s0["eval_k"], opts.prior, inputs, record_inputs(c, inputs))
@@ -113,7 +122,8 @@ def _start_dir(su: Setup, device: torch.device, ranks) -> None:
         "spec": su.spec, "spec_hash": spec_hash(su.c.source.text), "overrides": su.overrides, "steps": su.steps,
         "prior_steps": su.prior_steps, "prior": su.prior_run, "batch": su.batch, "lr": su.lr, "seed": su.seed,
         "device": str(device), "device_request": su.device, "threads": su.threads, "compile": su.compile,
-        "amp": su.amp, "eval_k": su.eval_k, "train": su.c.graph.graph["train"], "nproc": ranks.world, **su.record}
+        "amp": su.amp, "eval_k": su.eval_k, "train": su.c.graph.graph["train"], "nproc": ranks.world,
+        "plugins": dict(plugins.LOADED), "plugin_modules": list(plugins.MODULES), **su.record}
     start_dir(su.out, {"spec.gfn": su.c.source.text.encode("utf-8"),
                        "run.json": json_bytes(info),
                        **input_copies(su.record, su.inputs)})
@@ -131,6 +141,7 @@ class Run:
     train_y: torch.Tensor | None = None  # a labelled condition's values (N,), 0-based
     test_y: torch.Tensor | None = None
     ema: EMA | None = None  # `ema = d`: the averaged weights that sampling and evaluation use
+    val: Validation | None = None  # `val = f`: the held-out split, its best and early stopping
 
     def averaged(self):
         """The EMA weights in the model for the body (nothing changes without `ema`)."""
@@ -143,12 +154,13 @@ def _build(su: Setup, device: torch.device) -> Run:
     torch.manual_seed(su.seed)
     np.random.seed(su.seed)
     train_x, test_x, labels = load_data(su.c, su.inputs)
+    s = su.c.graph.graph["train"]
+    train_x, train_y, val_x, val_y = split(train_x, None if labels is None else labels[0], s["val"], su.seed)
     model = lower(su.c.graph, su.c.source, su.inputs).to(device)
     model.objective.total_steps = su.steps
     model.objective.prior_steps = su.prior_steps
     if su.prior_run and not su.resume:
         load_prior(model, su.c, su.prior_run)
-    s = su.c.graph.graph["train"]
     if model.log_z_params and su.tensors is None:  # a resumed run restores its own
         init_log_z(model, s["log_z_init"], su.batch)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -170,8 +182,9 @@ def _build(su: Setup, device: torch.device) -> Run:
     ema = EMA(model, s["ema"]) if s["ema"] else None
     if ema is not None and su.tensors is not None:
         ema.restore(su.tensors)
+    val = Validation(s, val_x, val_y, su.meta) if val_x is not None else None
     return Run(model, opt, gen, train_x.to(device), test_x, params, start,
-               None if labels is None else labels[0].to(device), None if labels is None else labels[1], ema)
+               None if train_y is None else train_y.to(device), None if labels is None else labels[1], ema, val)
 
 
 def init_log_z(model, how: float | str, batch: int) -> None:
@@ -212,6 +225,7 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
         # rank 0 alone makes the folder, so rank 0 alone may refuse it (another rank would find
         # the folder rank 0 already made); before anything is built, and start_dir checks again
         check_out(su.out)
+    check_installed(opts.log)
     device = distributed.init(ranks, resolve_device(su.device))
     check_cost(su.c, su.batch, opts.eval_n, su.eval_k, opts.max_memory, device)
     torch.set_num_threads(max(1, su.threads))
@@ -221,22 +235,30 @@ def train(spec: str | None, opts: RunOptions, overrides: dict[str, int] | None =
     if not su.resume and ranks.main:  # only rank 0 writes the run directory
         _start_dir(su, device, ranks)
     distributed.barrier(ranks)
+    trackers = Trackers(opts.log if ranks.main else (), su.out, opts.mlflow_uri, su.c.graph.graph["name"], su.resume)
+    trackers.start(su.c.source.text, read_run(su.out) if ranks.main else {})
     if su.resume and ranks.main:
         truncate_metrics(su.out / "metrics.jsonl", run.start)  # lines after the checkpoint are redone
     from gfdsl.engine.optimize import Loop
 
-    loop = Loop(run, su, opts, ranks, device)
+    loop = Loop(run, su, opts, ranks, device, trackers)
     loop.run()
     distributed.finish(ranks)
     if not ranks.main:
         return {}
-    return _finish(run, su, opts, loop, ranks, device)
+    summary = _finish(run, su, opts, loop, ranks, device)
+    trackers.finish(loop.last, summary)
+    return summary
 
 
 def _finish(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
     """Evaluate, draw samples, plot them and write summary.json -- with the EMA weights
     where the run keeps them."""
     run.model.eval()
+    if run.val is not None and (su.out / BEST).is_file():
+        # the best validation point's weights (already the averages where `ema` is set) are the result
+        restore_model(run.model, read_checkpoint(su.out / BEST)[0])
+        run.ema = None
     with run.averaged():
         return _report(run, su, opts, loop, ranks, device)
 
@@ -264,16 +286,20 @@ def _report(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
             plots.plot_energy(model, samples, su.out / "samples.png", title)
         else:
             plots.plot_samples(samples, run.test_x.cpu().numpy(), su.out / "samples.png", title)
+    from gfdsl.engine.curves import plot_curves
+
+    plot_curves([(G["name"], metrics_records(su.out / "metrics.jsonl"))], su.out / "loss.png",
+                f"{G['name']}: training curves")
     points = eval_points(su.out / "metrics.jsonl")
     if points:  # eval_every: the log Z-hat curve beside the samples
         plots.plot_log_z(points + [{"step": su.steps, "eval": ev}], ev.get("log_z_true"), su.out / "logz.png",
                          f"{G['name']}: log Z estimates over training")
-    done = su.steps - run.start
+    done = loop.last - run.start
     summary = {
         "spec": su.spec, "model": G["name"], "steps": su.steps, "prior_steps": su.prior_steps, "batch": su.batch,
         "lr": su.lr, "seed": su.seed, "train_seconds": loop.seconds,
         "steps_per_second": done / loop.seconds if done and loop.seconds else 0.0,
-        "resumed_from_step": run.start if su.resume else None, **ev,
+        "steps_done": loop.last, "resumed_from_step": run.start if su.resume else None, **ev,
         "data": {"entry": G["dataset"]["entry"], "args": G["dataset"]["args"], "n_train": int(run.train_x.shape[0]),
                  "n_test": int(run.test_x.shape[0])} if G["dataset"] is not None else None,
         "reward": {"entry": G["reward"]["entry"], "args": G["reward"]["args"], "form": G["reward"]["form"],
@@ -283,6 +309,9 @@ def _report(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
         "prior": su.prior_run, "rounds": loop.rounds or None, "ema": run.ema.decay if run.ema else None,
         "device": str(device), "threads": su.threads, "nproc": ranks.world, "spec_hash": spec_hash(su.c.source.text),
         "parameters": sum(p.numel() for p in run.params),
+        "validation": run.val.summary(G["train"]["val"]) if run.val is not None else None,
+        "evaluated": f"best (step {run.val.best_step})" if run.val is not None and run.val.best_step else
+                     f"last (step {loop.last})",
     }
     write_json(su.out / "summary.json", summary)
     return summary

@@ -26,8 +26,9 @@ from gfdsl.errors import GfdslError, diag
 
 
 class Loop:
-    def __init__(self, run, su, opts, ranks, device):
+    def __init__(self, run, su, opts, ranks, device, trackers=None):
         self.run_, self.su, self.opts, self.ranks, self.device = run, su, opts, ranks, device
+        self.trackers = trackers  # TensorBoard / MLflow: every record metrics.jsonl gets
         self.model, self.opt, self.params = run.model, run.opt, run.params
         s = su.c.graph.graph["train"]
         self.s = s
@@ -45,7 +46,7 @@ class Loop:
         self.bad_health = torch.ones(n_h, dtype=torch.bool, device=device)
         self.bad_terms: dict[str, torch.Tensor] = {}
         self.bad_grad = torch.zeros((), dtype=torch.bool, device=device)
-        self.good_step = run.start
+        self.good_step = self.last = run.start
         self.seconds = 0.0
 
     def _loss_fn(self):
@@ -144,20 +145,30 @@ class Loop:
                        **ipf_round_metrics(self.model, self.run_.test_x, su.seed)}
             self.rounds.append({k: rec[k] for k in ("round", "step", "sliced_w2")})
             self._write(mf, rec)
-        if step % s["checkpoint_every"] == 0 or step == su.steps:
+        val = self.run_.val
+        if val is not None and val.due(step, su.steps):
+            self.fail_if_bad()  # a NaN model is not scored, nor kept as the best
+            with self.run_.averaged():  # every rank scores the same weights on the same points: one decision
+                rec = val.update(step, val.score(self.model, su.seed), self.model, su.out, su.c.source.text,
+                                 write=self.ranks.main)
+            self._write(mf, rec)
+        stop = val is not None and val.stopped_at == step
+        if step % s["checkpoint_every"] == 0 or step == su.steps or stop:
             self.fail_if_bad()  # never write a checkpoint after a non-finite step
             if self.ranks.main:
                 save_checkpoint(su.out, self.model, self.opt, step, spec_hash(su.c.source.text), self.rng_state(),
+                                extra=val.meta() if val is not None else None,
                                 more=self.run_.ema.tensors() if self.run_.ema is not None else None)
                 if self.opts.on_checkpoint is not None:
                     self.opts.on_checkpoint(step, self.model)
             self.good_step = step
 
-    @staticmethod
-    def _write(mf, rec: dict) -> None:
+    def _write(self, mf, rec: dict) -> None:
         if mf is not None:
             mf.write(json.dumps(rec) + "\n")
             mf.flush()
+            if self.trackers is not None:
+                self.trackers.record(rec)
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         st = {"torch": torch.get_rng_state(), "data": self.run_.gen.get_state().cpu()}
@@ -183,6 +194,9 @@ class Loop:
                 for step in range(self.run_.start + 1, su.steps + 1):
                     self.step(step)
                     self.after(step, mf, bar)
+                    self.last = step
+                    if self.run_.val is not None and self.run_.val.stopped_at == step:
+                        break  # early stopping: `patience` validation points without a lower NLL
         finally:
             if mf is not None:
                 mf.close()

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from gfdsl.driver import Compiled, check_file
-from gfdsl.engine.checkpoint import CKPT, read_checkpoint, restore_model, spec_hash
+from gfdsl.engine.checkpoint import BEST, CKPT, read_checkpoint, restore_model, spec_hash
 from gfdsl.engine.ema import load_averages
 from gfdsl.errors import GfdslError, diag
 from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest, umask
@@ -56,6 +56,10 @@ class RunOptions:
     prior_steps: int | None = None  # a posterior: steps of its prior stage
     max_memory: int | None = None  # bytes a run may take (default: the machine's available memory)
     on_checkpoint: object = None  # Python API: called as f(step, model) after each checkpoint
+    val: float | None = None  # the train setting `val`: share of the training set held out
+    patience: int | None = None  # the train setting `patience`: early stopping
+    log: tuple[str, ...] = ()  # experiment trackers: "tensorboard", "mlflow" (gfdsl.engine.trackers)
+    mlflow_uri: str | None = None  # MLflow tracking URI (default: a file store in the run folder)
 
 
 # RunOptions field -> its flag: a flag obeys the bounds of the train setting it overrides
@@ -135,11 +139,15 @@ def npy_bytes(a: np.ndarray) -> bytes:
     return f.getvalue()
 
 
+TRACKER_FILES = ("tensorboard", "mlruns", "mlflow_run_id")  # what --log writes before the first step
+
+
 def _failed_start(out: Path) -> bool:
     """A run folder left by a start that failed before any work was kept: run.json and
     spec.gfn at most, its inputs, no checkpoint, no summary, no metric line."""
     names = {p.name for p in out.iterdir()}
-    if not names or not names & {"run.json", "spec.gfn"} or not names <= {"run.json", "spec.gfn", "metrics.jsonl", "inputs"}:
+    if not names or not names & {"run.json", "spec.gfn"} or not names <= {"run.json", "spec.gfn", "metrics.jsonl", "inputs",
+                                                                        *TRACKER_FILES}:
         return False
     m = out / "metrics.jsonl"
     return not m.exists() or (m.is_file() and m.stat().st_size == 0)
@@ -189,10 +197,14 @@ def start_dir(out: Path, files: dict[str, bytes]) -> None:
 
 def read_run(out: Path) -> dict:
     try:
-        return json.loads((out / "run.json").read_text(encoding="utf-8"))
+        info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise GfdslError([diag("E803", None, None, path=str(out), why=f"its run.json cannot be read ({e})",
                                hint="pass a folder written by `gfdsl run`")]) from None
+    from gfdsl import plugins
+
+    plugins.load(info.get("plugin_modules") or [])  # the --plugin modules it was trained with
+    return info
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -334,7 +346,10 @@ def load_model(run: Path, device: str = "cpu", c: Compiled | None = None):
                                hint="restore the spec.gfn the run was trained with")])
     model = lower(c.graph, c.source, inputs)
     restore_model(model, tensors)
-    load_averages(model, tensors)  # a run trained with `ema` samples and evaluates with the averages
+    if (run / BEST).is_file():  # a run with a validation split samples and evaluates its best weights
+        restore_model(model, read_checkpoint(run / BEST)[0])
+    else:
+        load_averages(model, tensors)  # a run trained with `ema` samples and evaluates with the averages
     return c, model.to(resolve_device(device)), int(meta.get("step", 0)), inputs
 
 

@@ -19,6 +19,8 @@ from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosInt
 
 TOY2D = ("8gaussians", "2spirals", "checkerboard", "moons", "pinwheel", "rings", "swissroll", "circles")
 
+BUILD = "gfdsl.runtime.data:build_entry"  # the torch half of every entry here (gfdsl.plugins.construct)
+
 
 class Toy2dArgs(Args):
     """toy2d(name, n_train = 50000, n_test = 10000, seed = 0): a 2-D toy density."""
@@ -64,8 +66,8 @@ def _digits_labels(a: DigitsArgs):
 
 D = "dataset"
 REGISTRY.add(Entry("toy2d", D, Toy2dArgs, "2-D toy densities: " + ", ".join(TOY2D),
-                   info={"yields": lambda a: [("real", 0, 2)]}))
+                   info={"yields": lambda a: [("real", 0, 2)]}, build=BUILD))
 REGISTRY.add(Entry("digits", D, DigitsArgs, "scikit-learn's 8x8 digits, binarised or in 17 levels",
-                   info={"yields": _digits_yields, "labels": _digits_labels}))
+                   info={"yields": _digits_yields, "labels": _digits_labels}, build=BUILD))
 REGISTRY.add(Entry("file", D, FileArgs, "examples from a .npy or .pt file beside the spec",
-                   info={"yields": lambda a: None, "labels": lambda a: "file" if a.labels else None}))
+                   info={"yields": lambda a: None, "labels": lambda a: "file" if a.labels else None}, build=BUILD))

@@ -14,6 +14,8 @@ from gfdsl.library.registry import REGISTRY, Args, CondRef, Entry, NonNegInt, Po
 
 Activation = Literal["silu", "relu", "gelu", "tanh", "elu"]
 
+BUILD = "gfdsl.runtime.nets:build_entry"  # the torch half of every entry here (gfdsl.plugins.construct)
+
 
 class MLPArgs(Args):
     """mlp(in, out, hidden = [256, 256], act = "silu", time_embed = 0)."""
@@ -265,19 +267,19 @@ def _conv_size(a: ConvArgs):
 
 
 REGISTRY.add(Entry("mlp", "net", MLPArgs, "multi-layer perceptron, optional sinusoidal time embedding",
-                   info={"facts": _mlp_facts, "size": _mlp_size}))
+                   info={"facts": _mlp_facts, "size": _mlp_size}, build=BUILD))
 REGISTRY.add(Entry("pis", "net", PisArgs, "PIS drift net: Fourier time features and a state embedding into a GELU MLP",
-                   info={"facts": _pis_facts, "size": _pis_size}))
+                   info={"facts": _pis_facts, "size": _pis_size}, build=BUILD))
 # autoregressive: output position j reads inputs < j only (runtime: the module's `autoregressive`)
 REGISTRY.add(Entry("made", "net", MADEArgs, "masked autoregressive MLP (MADE); output i sees inputs < i",
-                   info={"facts": _made_facts, "size": _made_size, "autoregressive": True}))
+                   info={"facts": _made_facts, "size": _made_size, "autoregressive": True}, build=BUILD))
 REGISTRY.add(Entry("embed_mlp", "net", EmbedMLPArgs, "mlp over learned embeddings of categorical values (a table shared by the positions)",
-                   info={"facts": _embed_facts, "size": _embed_size}))
+                   info={"facts": _embed_facts, "size": _embed_size}, build=BUILD))
 REGISTRY.add(Entry("unet", "net", UNetArgs, "small U-Net for C x H x W images: residual blocks per resolution, skips, time embedding",
-                   info={"facts": _unet_facts, "size": _unet_size}))
+                   info={"facts": _unet_facts, "size": _unet_size}, build=BUILD))
 REGISTRY.add(Entry("transformer", "net", TransformerArgs, "causal transformer over a token sequence (position j reads tokens < j)",
-                   info={"facts": _transformer_facts, "size": _transformer_size, "autoregressive": True}))
+                   info={"facts": _transformer_facts, "size": _transformer_size, "autoregressive": True}, build=BUILD))
 REGISTRY.add(Entry("lu", "net", LUArgs, "invertible matrix P L (U + diag(s)) and bias (Glow's LU form), for lu_linear()",
-                   info={"facts": _lu_facts, "size": _lu_size}))
+                   info={"facts": _lu_facts, "size": _lu_size}, build=BUILD))
 REGISTRY.add(Entry("convnet", "net", ConvArgs, "small residual conv net for square images, time-embedded",
-                   info={"facts": _conv_facts, "size": _conv_size}))
+                   info={"facts": _conv_facts, "size": _conv_size}, build=BUILD))

@@ -72,6 +72,10 @@ class Entry:
     learned      kernels and priors: does it hold parameters (given its args)?
     rule         kernels: shape/capability rule, called with a KernelUse, returns problems
     info         free-form facts used by the checker (net sizes, data-set types, ...)
+    build        the torch half: a callable or "module:attribute", called at lowering as
+                 build(args, ctx) with the IR's argument dict and a gfdsl.plugins.Context;
+                 None for kinds the lowering builds itself (kernels, priors, objectives)
+    source       who registered it: "gfdsl", or the plugin's name (gfdsl.plugins)
     """
 
     name: str
@@ -83,6 +87,8 @@ class Entry:
     learned: Callable[[Args], bool] = lambda a: False
     rule: Callable[..., list] | None = None
     info: dict = field(default_factory=dict)
+    build: Any = None
+    source: str = "gfdsl"
 
 
 class Registry:
@@ -93,6 +99,11 @@ class Registry:
         assert entry.name not in self._entries[entry.kind], entry.name
         self._entries[entry.kind][entry.name] = entry
         return entry
+
+    def remove(self, entry: Entry) -> None:
+        """Undo add (a plugin whose registration failed half-way leaves nothing behind)."""
+        if self._entries[entry.kind].get(entry.name) is entry:
+            del self._entries[entry.kind][entry.name]
 
     def get(self, kind: str, name: str) -> Entry | None:
         return self._entries[kind].get(name)
@@ -108,6 +119,10 @@ class Registry:
 
     def all(self, kind: str) -> list[Entry]:
         return [self._entries[kind][n] for n in self.names(kind)]
+
+    def sources(self) -> list[str]:
+        """The plugins that added entries, sorted (gfdsl's own entries not counted)."""
+        return sorted({e.source for k in KINDS for e in self._entries[k].values()} - {"gfdsl"})
 
 
 REGISTRY = Registry()

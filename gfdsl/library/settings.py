@@ -31,6 +31,17 @@ class TrainSettings(Args):
         "decay of an exponential moving average of the weights, which sampling and evaluation "
         "use (e.g. 0.999); 0 = none"))
     checkpoint_every: PosInt = Field(default=1000, description="steps between checkpoints")
+    # -- validation of data-trained models: a held-out split, early stopping, the best checkpoint --
+    val: float = Field(default=0.0, ge=0, le=0.5, description=(
+        "share of the training set held out for validation (never the test set); 0 = none"))
+    val_every: NonNegInt = Field(default=0, description="steps between validation points (0: checkpoint_every)")
+    val_n: PosInt = Field(default=1000, le=1_000_000, description="validation points scored (at most the split)")
+    val_k: PosInt = Field(default=1, le=100_000, description=(
+        "backward trajectories per validation point: 1 is the ELBO, more the IWAE bound (exact models: 1)"))
+    patience: NonNegInt = Field(default=0, le=1_000_000, description=(
+        "stop after this many validation points without a lower NLL; 0 = train all steps"))
+    val_delta: float = Field(default=0.0, ge=0, le=1e6, description=(
+        "a validation point is better only when its NLL is lower than the best by more than this (nats)"))
     # -- balance training against a reward (tb, db, subtb, vargrad, fm, rtb) --
     lr_logz: PosFloat = Field(default=0.1, le=10.0, description="learning rate of log Z (tb, rtb)")
     log_z_init: float | Literal["batch"] = Field(default=0.0, description=(
@@ -79,5 +90,6 @@ NEEDS = {"lr_logz": "reward", "log_z_init": "reward", "replay": "reward", "repla
          "local_search_every": "reward chain", "local_search_batch": "reward chain", "ld_step": "reward chain",
          "epsilon": "actions", "temperature": "actions", "exploration": "reward chain",
          "exploration_steps": "reward chain",
+         "val": "data", "val_every": "data", "val_n": "data", "val_k": "data", "patience": "data", "val_delta": "data",
          "cond_dropout": "condition", "eval_given": "condition",
          "prior_steps": "posterior", "prior_lr": "posterior", "data_fraction": "posterior"}

@@ -17,6 +17,8 @@ from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosFloat, P
 
 R, E = "reward", "energy"
 
+BUILD = "gfdsl.runtime.builtin_targets:build"  # the torch half of every entry here (gfdsl.plugins.construct)
+
 
 # -- rewards -------------------------------------------------------------------------------
 
@@ -69,11 +71,11 @@ def _info(types: tuple[str, ...], need: str, rule=None, log_z=None, samples: boo
 
 
 REGISTRY.add(Entry("hypergrid", R, HypergridArgs, "hypergrid reward of Bengio et al. (2021): r0 + r1 outer ring + r2 band",
-                   info=_info(("int",), "integer vectors (int(lo, hi)[D])")))
+                   info=_info(("int",), "integer vectors (int(lo, hi)[D])"), build=BUILD))
 REGISTRY.add(Entry("hamming_modes", R, ModesArgs, "exp(-beta * Hamming distance to the nearest of n seeded modes / L)",
-                   info=_info(("seq", "set"), "sequences or sets")))
+                   info=_info(("seq", "set"), "sequences or sets"), build=BUILD))
 REGISTRY.add(Entry("table", R, TableArgs, "a reward per state from a .npy file",
-                   info=_info(("int", "set", "seq"), "a discrete space (int, set or seq)")))
+                   info=_info(("int", "set", "seq"), "a discrete space (int, set or seq)"), build=BUILD))
 
 
 # -- real-valued targets ----------------------------------------------------------------------
@@ -128,9 +130,9 @@ def _logistic_rule(a: LogisticArgs, t: StateType) -> Problem | None:
 
 
 REGISTRY.add(Entry("gaussian_mixture", E, MixtureArgs, "mixture of isotropic Gaussians (exact log Z and samples)",
-                   info=_info(("real",), "real vectors", _mixture_rule, _mixture_log_z, samples=True)))
+                   info=_info(("real",), "real vectors", _mixture_rule, _mixture_log_z, samples=True), build=BUILD))
 REGISTRY.add(Entry("logistic", R, LogisticArgs, "sigmoid(scale * (x[coord] - offset)): a soft half-space",
-                   info=_info(("real",), "real vectors", _logistic_rule)))
+                   info=_info(("real",), "real vectors", _logistic_rule), build=BUILD))
 
 
 
@@ -180,9 +182,9 @@ def _dim_rule(name: str, dim):
 
 
 REGISTRY.add(Entry("gmm25", E, Gmm25Args, "25 Gaussians on a 5x5 grid of spacing 5 (exact log Z = 0 and samples)",
-                   info=_info(("real",), "real vectors", _dim_rule("gmm25", lambda a: 2), lambda a: 0.0, samples=True)))
+                   info=_info(("real",), "real vectors", _dim_rule("gmm25", lambda a: 2), lambda a: 0.0, samples=True), build=BUILD))
 REGISTRY.add(Entry("funnel", E, FunnelArgs, "Neal's funnel (exact log Z = 0 and samples)",
                    info=_info(("real",), "real vectors", _dim_rule("funnel", lambda a: a.dim), lambda a: 0.0,
-                              samples=True)))
+                              samples=True), build=BUILD))
 REGISTRY.add(Entry("manywell", E, ManywellArgs, "dim / 2 independent double wells (log Z by quadrature, exact samples)",
-                   info=_info(("real",), "real vectors", _dim_rule("manywell", lambda a: a.dim), samples=True)))
+                   info=_info(("real",), "real vectors", _dim_rule("manywell", lambda a: a.dim), samples=True), build=BUILD))

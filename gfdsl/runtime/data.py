@@ -75,7 +75,15 @@ def load_labelled(dataset: dict, data_type: dict, inputs: Inputs):
     """(train, test, labels): labels (train (N,), test (M,)) int64, split as the
     examples are, where the entry gives them (digits(labels = true), file(labels =
     ...)), else None."""
-    entry, a = dataset["entry"], dataset["args"]
+    from gfdsl.plugins import construct
+
+    out = construct("dataset", dataset["entry"], dataset["args"], inputs=inputs, data_type=data_type)
+    return _checked(dataset["entry"], out, data_type)
+
+
+def build_entry(a: dict, ctx):
+    """The registry's `build` for gfdsl.library.datasets: (train, test, labels or None)."""
+    entry, data_type, inputs = ctx.entry, ctx.data_type, ctx.inputs
     numel = int(np.prod(data_type["shape"]))
     if entry == "toy2d":
         tr = toy2d(a["name"], a["n_train"], np.random.default_rng([a["seed"], 0]))
@@ -102,6 +110,22 @@ def load_labelled(dataset: dict, data_type: dict, inputs: Inputs):
         return _file(inputs.resolve(a["path"]), data_type, numel,
                      inputs.resolve(a["labels"]) if a.get("labels") else None)
     raise KeyError(entry)
+
+
+def _checked(entry: str, out, data_type: dict):
+    """A data set's (train, test, labels) as tensors of the data state's width, or E801
+    naming the entry (a plugin's loader can return anything)."""
+    if not isinstance(out, tuple) or len(out) not in (2, 3):
+        raise GfdslError([diag("E801", None, None, path=f"{entry}()",
+                               why=f"its loader returned {type(out).__name__}, not (train, test) or (train, test, labels)")])
+    train, test, labels = (*out, None)[:3]
+    numel = int(np.prod(data_type["shape"]))
+    for what, t in (("train", train), ("test", test)):
+        if not isinstance(t, torch.Tensor) or t.dim() < 1 or t[0].numel() != numel or len(t) == 0:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise GfdslError([diag("E801", None, None, path=f"{entry}()",
+                                   why=f"its {what} set is {shape}, but the data state needs (N, {numel}) with N > 0")])
+    return train.reshape(len(train), numel), test.reshape(len(test), numel), labels
 
 
 def read_array(path: Path) -> np.ndarray:

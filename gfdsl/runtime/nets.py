@@ -518,3 +518,8 @@ def build(entry: str, args: dict) -> nn.Module:
     if entry == "convnet":
         return ConvNet(a["channels"], a["size"], a["width"], a["depth"], a["out_channels"], a["time_embed"])
     raise KeyError(entry)
+
+
+def build_entry(args: dict, ctx) -> nn.Module:
+    """The registry's `build` for gfdsl.library.nets (ctx: a gfdsl.plugins.Context)."""
+    return build(ctx.entry, args)

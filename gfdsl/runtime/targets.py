@@ -8,7 +8,7 @@ in x (the Langevin parametrisation of a sampler's drift reads grad log R).
   logistic                          real vectors: log sigmoid(scale * (x[coord] - offset))
   gmm25, funnel, manywell           the diffusion-sampler benchmarks (gfdsl.runtime.energies)
 
-gfdsl.compile.lower builds the one an entry names.
+gfdsl.runtime.builtin_targets maps each entry to its class (the registry's `build`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,24 @@ class Target(nn.Module):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             return torch.autograd.grad(self(xg).sum(), xg)[0]
+
+
+class Adapted(Target):
+    """A plugin's log R module that is not a Target: the Target defaults around it (no
+    exact log Z or samples unless it has them; grad log R by autograd for real states)."""
+
+    def __init__(self, inner: nn.Module, real: bool):
+        super().__init__()
+        self.inner = inner
+        self.log_z = getattr(inner, "log_z", None)
+        self.can_sample = callable(getattr(inner, "sample", None))
+        self.differentiable = bool(getattr(inner, "differentiable", real))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.inner.sample(n)
 
 
 class DiscreteReward(Target):
@@ -172,3 +190,4 @@ class Logistic(Target):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.logsigmoid(self.k * (x[:, self.coord] - self.offset))
+

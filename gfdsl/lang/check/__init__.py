@@ -59,7 +59,7 @@ class Checker(Declarations, Conditions, Steps, Actions, Targets, Objectives, Rul
             self._reward(singles["reward"])
         self._target(singles, data, reward, actions)
         self._train(singles.get("train"), dict(reward=reward, actions=actions, posterior=data and reward,
-                                               conditions=bool(self.out.conditions)))
+                                               conditions=bool(self.out.conditions), data=data))
         self._condition_rules(items, singles, data, reward)
         if not self.diags:
             self._capabilities()

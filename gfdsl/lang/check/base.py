@@ -51,7 +51,7 @@ class Base:
                            hint=hint)
             else:
                 self.error("E203", call.name_span, kind=kind, name=call.name,
-                           hint=did_you_mean(call.name, REGISTRY.names(kind)))
+                           hint=_unknown_hint(call.name, kind))
             raise Bad()
         values, spans = {}, {}
         ok = True
@@ -157,3 +157,13 @@ def dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
             seen.add(k)
             out.append(d)
     return out
+
+
+def _unknown_hint(name: str, kind: str) -> str:
+    """E203's hint: a close name, else the plugins loaded and how to load one."""
+    close = did_you_mean(name, REGISTRY.names(kind))
+    if close.startswith("did you mean"):
+        return close
+    loaded = ", ".join(REGISTRY.sources()) or "none"
+    return (f"{close}; plugins loaded: {loaded} (a plugin adds entries: `--plugin MODULE`, or an installed "
+            "package with a `gfdsl.plugins` entry point)")

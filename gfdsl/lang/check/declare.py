@@ -46,7 +46,13 @@ class Declarations:
             if a.name_span in self.duplicates:
                 continue
             if a.name in self.overrides:
-                self.scope.dims[a.name] = self.overrides[a.name]
+                v = self.overrides[a.name]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    self.diags.append(diag("E706", None, None, path=self.src.path, text=f"{a.name}={v}",
+                                           why=f"dim '{a.name}' must be a number"))
+                    self.scope.poisoned.add(a.name)
+                    continue
+                self.scope.dims[a.name] = v
                 continue
             try:
                 v = self.ev.value(a.value, self.scope)
@@ -61,9 +67,13 @@ class Declarations:
         self.out.dims = dict(self.scope.dims)
 
     def _unknown_overrides(self) -> None:
-        for name in sorted(set(self.overrides) - set(self.scope.dims)):
+        from gfdsl.library.settings import TrainSettings
+
+        declared = set(self.scope.dims) | self.scope.poisoned
+        for name in sorted(set(self.overrides) - declared - set(TrainSettings.model_fields)):
             self.diags.append(diag("E706", None, None, path=self.src.path, text=f"{name}={self.overrides[name]}",
-                                   why=f"the model has no dim named '{name}'"))
+                                   why=f"the model has no dim named '{name}', and there is no train setting "
+                                       f"'{name}'"))
 
     def _schedule(self, d: ast.ScheduleDecl) -> None:
         try:

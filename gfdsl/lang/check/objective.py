@@ -8,6 +8,7 @@ from __future__ import annotations
 from gfdsl.lang import ast
 from gfdsl.lang.evaluate import Bad, Scope
 from gfdsl.library import REGISTRY
+from gfdsl.errors import diag
 from gfdsl.library.settings import NEEDS, TrainSettings
 
 BALANCE_HINT = "a reward trains by tb, db, subtb or vargrad (fm with actions)"
@@ -132,12 +133,48 @@ class Objectives:
                 values[a.name] = self.ev.value(a.value, self.scope)
             except Bad:
                 pass
+        values.update(self._train_overrides(has))
         try:
             self.out.train = self._validate(TrainSettings, values, spans, "train",
                                             block.span if block else self.model.name_span).model_dump()
         except Bad:
             return
         self._local_search(spans.get("local_search"))
+        self._validation(spans, block)
+
+    def _validation(self, spans: dict, block) -> None:
+        """patience and val_every need a validation split to act on (E612)."""
+        tr = self.out.train
+        name = next((n for n in ("patience", "val_every", "val_n", "val_k", "val_delta") if n in spans or n in self.overrides), None)
+        if tr["val"] or name is None:
+            return
+        arg = spans.get(name)
+        self.error("E612", arg.name_span if arg is not None else None, what=f"the setting '{name}'",
+                   kind="runs with a validation split", why="holds none out (val = 0)",
+                   hint="give `val = 0.1` as well (or `--val 0.1`)")
+
+    def _train_overrides(self, has: dict) -> dict:
+        """`--set NAME=VALUE` for train settings (names that are not dims): each checked
+        alone against TrainSettings and NEEDS, its error naming the override (E706)."""
+        from pydantic import ValidationError
+
+        out = {}
+        for name, v in self.overrides.items():
+            if name in self.out.dims or name not in TrainSettings.model_fields:
+                continue
+            need = NEEDS.get(name)
+            why = _setting_unmet(need, has) if need else None
+            if why is None:
+                try:
+                    TrainSettings.model_validate({name: v})
+                    out[name] = v
+                    continue
+                except ValidationError as e:
+                    why = (None, e.errors()[0]["msg"].lower())
+            else:
+                why = (None, f"the setting belongs to {why[0]}, but this model {why[1]}")
+            self.diags.append(diag("E706", None, None, path=self.src.path, text=f"{name}={v}", why=why[1]))
+        return out
 
     def _local_search(self, arg: ast.Arg | None) -> None:
         """local_search moves buffered terminal states by MALA: it needs a replay buffer
@@ -168,6 +205,9 @@ def _setting_unmet(need: str, has: dict) -> tuple[str, str, str] | None:
                  "an action space explores with `epsilon` or `temperature`") if has["actions"] else
                 ("chains trained from a reward", "trains from data", "exploration draws off-policy trajectories "
                                                                      "for balance training"))
+    if need == "data" and not has.get("data"):
+        return ("models trained from data", "has no data set", "validation scores held-out data; a model "
+                                                             "trained from a reward alone has none")
     if need == "condition" and not has.get("conditions"):
         return ("conditional models", "declares no condition", "declare one, e.g. `condition y : int(0, 9)`")
     if need == "posterior" and not has["posterior"]:
