@@ -8,7 +8,10 @@
                                             train; write a run directory
   gfdsl sample RUN -n N                     samples from a trained run
   gfdsl eval RUN [--k K]                    test log-likelihood of a trained run
-  gfdsl explain CODE                        what an error code means
+  gfdsl sweep SPEC --set lr=1e-3,3e-4 --seeds 0-2 [-j N]   a grid of runs
+  gfdsl compare RUN...                      a table and a figure of finished runs
+  gfdsl list [KIND]                         everything a spec can name (plugins too)
+  gfdsl explain CODE|NAME                   what an error code or registry entry means
 
 Exit codes: 0 ok, 1 an error in a spec or data, 2 a usage error. A user never sees a
 Python traceback: gfdsl errors print as `path:line:col: error[CODE]: ...`; an internal
@@ -173,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--k", "--eval-k", type=_pos_int, help="backward trajectories per point (default: the spec's eval_k)")
     c.add_argument("--n", "--eval-n", type=_pos_int, help="test points (default: all)")
     c.add_argument("--device", default="cpu")
+
+    c = sub.add_parser("sweep", help="train a grid of settings and seeds of one spec, one run each")
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--set", action="append", metavar="NAME=V1,V2,...",
+                   help="a dim or train setting and its values (repeatable: the grid is every combination)")
+    c.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 or 0,3,7 (default 0)")
+    c.add_argument("-j", "--jobs", type=_pos_int, default=1, help="runs at a time (default 1)")
+    c.add_argument("--out", metavar="DIR", help="the sweep folder (default runs/<spec name>-sweep)")
+    for flag, kind in (("--steps", _pos_int), ("--batch", _pos_int), ("--eval-n", _pos_int), ("--eval-k", _pos_int),
+                       ("--val", _val_fraction), ("--patience", _nonneg_int), ("--threads", _pos_int),
+                       ("--device", str)):
+        c.add_argument(flag, type=kind, help=f"passed to every run's `gfdsl run {flag}`")
+    c.add_argument("--log", action="append", choices=["tensorboard", "mlflow"], help="passed to every run")
+
+    c = sub.add_parser("compare", help="a table and a figure of finished runs (or sweep folders)")
+    c.add_argument("runs", nargs="+", metavar="RUN")
+    c.add_argument("-o", "--out", metavar="FILE.png",
+                   help="the curves figure (default compare.png, or SWEEP/compare.png for one sweep)")
 
     c = sub.add_parser("explain", help="explain an error code, or a registry entry and its arguments")
     c.add_argument("code", metavar="CODE|NAME")
@@ -485,7 +506,14 @@ def _print_entry(e, with_args: bool, indent: str = "") -> None:
 
 
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "render": cmd_render, "fmt": cmd_fmt,
-            "run": cmd_run, "sample": cmd_sample, "eval": cmd_eval, "explain": cmd_explain, "list": cmd_list}
+            "run": cmd_run, "sample": cmd_sample, "eval": cmd_eval, "explain": cmd_explain, "list": cmd_list,
+            "sweep": lambda a: _experiments().cmd_sweep(a), "compare": lambda a: _experiments().cmd_compare(a)}
+
+
+def _experiments():
+    from gfdsl.cli import experiments
+
+    return experiments
 
 
 def main(argv: list[str] | None = None) -> int:
