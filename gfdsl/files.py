@@ -39,10 +39,31 @@ def _regular(p: Path, name: str, code: str = "E701") -> os.stat_result:
     return st
 
 
+def shipped_specs() -> dict[str, Path]:
+    """The specs installed with gfdsl (package data gfdsl.specs): name -> path."""
+    from importlib import resources
+
+    try:
+        root = resources.files("gfdsl.specs")
+    except ModuleNotFoundError:
+        return {}
+    return {Path(str(f)).stem: Path(str(f)) for f in root.iterdir() if str(f).endswith(".gfn")}
+
+
+def resolve_spec(path: str | Path) -> Path:
+    """A spec path as given, or -- where no such file exists and it is a bare name like
+    `ddpm` or `ddpm.gfn` -- the shipped spec of that name (so an installed gfdsl can run
+    `gfdsl run ddpm` from any folder)."""
+    p = Path(path)
+    if p.exists() or len(p.parts) != 1 or p.suffix not in ("", ".gfn"):
+        return p
+    return shipped_specs().get(p.stem, p)
+
+
 def read_source(path: str | Path) -> Source:
     """Read a spec file as UTF-8 text, or raise a GfdslError that says why not."""
-    name = str(path)
-    p = Path(path)
+    p = resolve_spec(path)
+    name = str(path) if p == Path(path) else str(p)
     size = _regular(p, name).st_size
     if size > MAX_SPEC_BYTES:
         raise GfdslError([diag("E702", None, NO_SPAN, path=name, size=f"{size / 2**20:.1f} MiB", limit="1 MiB")])

@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("code", metavar="CODE|NAME")
 
     c = sub.add_parser("list", help="list everything a spec can name, with where it comes from")
-    c.add_argument("kind", nargs="?", choices=KINDS, help="one kind only")
+    c.add_argument("kind", nargs="?", choices=[*KINDS, "specs"],
+                   help="one kind only; `specs`: the specs shipped with gfdsl (run one by name: `gfdsl run ddpm`)")
     c.add_argument("--args", action="store_true", help="each entry's arguments: type, default, description")
     return p
 
@@ -483,6 +484,12 @@ def cmd_explain(a) -> int:
 def cmd_list(a) -> int:
     from gfdsl.library import REGISTRY
 
+    if a.kind == "specs":
+        from gfdsl.files import shipped_specs
+
+        for name, path in sorted(shipped_specs().items()):
+            print(f"{name:24s} {path}")
+        return 0
     for kind in [a.kind] if a.kind else KINDS:
         entries = REGISTRY.all(kind)
         if not entries:
@@ -516,15 +523,41 @@ def _experiments():
     return experiments
 
 
+# what `gfdsl[torch]` installs that the commands below import (module names)
+TORCH_EXTRA = ("torch", "numpy", "safetensors", "matplotlib", "sklearn")
+TORCH_COMMANDS = ("run", "sample", "eval", "sweep", "compare")
+
+
+def _needs_torch(cmd: str) -> None:
+    import importlib.util
+
+    for m in TORCH_EXTRA[:4]:
+        if importlib.util.find_spec(m) is None:
+            raise ModuleNotFoundError(m, name=m)
+
+
+def _torch_message(cmd: str, missing: str) -> str:
+    return (f"gfdsl {cmd}: this needs gfdsl[torch]: pip install 'gfdsl[torch]' (missing: {missing})\n"
+            "  on a CPU-only machine, `pip install torch==2.13.0` first keeps pip from fetching a CUDA build; "
+            "check, render, fmt and compile work without it")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
     try:
+        if args.cmd in TORCH_COMMANDS:
+            _needs_torch(args.cmd)
         from gfdsl import plugins
 
         plugins.load(getattr(args, "plugin", None))
         return COMMANDS[args.cmd](args)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TORCH_EXTRA:
+            raise
+        print(_torch_message(args.cmd, e.name), file=sys.stderr)
+        return 1
     except GfdslError as e:
         print(e.render(), file=sys.stderr)
         return 1
