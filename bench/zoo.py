@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from gfdsl.engine.loop import train  # noqa: E402
 from gfdsl.engine.rundir import RunOptions  # noqa: E402
 
 TOYS = ["8gaussians", "2spirals", "checkerboard", "moons", "pinwheel", "rings", "swissroll", "circles"]
-ENTROPY_8G = math.log(8) + math.log(2 * math.pi * math.e * (0.5 / 1.414) ** 2)
+BASELINE = "baseline"  # the reference is the run's own summary.json `baselines` (gfdsl.engine.baselines)
 
 
 def variant(spec: str, tmp: Path, data: str | None = None, extra: dict | None = None) -> Path:
@@ -66,25 +65,18 @@ def variant(spec: str, tmp: Path, data: str | None = None, extra: dict | None = 
     return p
 
 
-def independent_pixels_bpd() -> float:
-    """Test bits/dim of 64 independent categoricals over the 17 grey levels, fitted to the
-    training split by counting (plus 1/2 per level): the floor any image model should beat."""
-    from gfdsl.library.datasets import DigitsArgs
-    from gfdsl.runtime.data import load
-
-    tr, te = load({"entry": "digits", "args": DigitsArgs(binarize=False).model_dump()},
-                  {"dtype": "cat", "shape": [64]}, ROOT)
-    counts = torch.stack([torch.bincount(tr[:, j], minlength=17) for j in range(64)]).double() + 0.5  # (64, 17)
-    logp = (counts / counts.sum(1, keepdim=True)).log()
-    nll = -logp[torch.arange(64), te].sum(1).mean()  # te: (N, 64) levels
-    return float(nll) / (64 * math.log(2))
-
-
-def run(spec_path: Path, out: Path, quick: bool, **kw) -> dict:
+def run(spec_path: Path, out: Path, quick: bool, val: float | None = None, **kw) -> dict:
+    """Train one entry. With `val`, that share of the training set is held out, scored 20
+    times along the budget, and the test figures are those of the best validation point:
+    the budget is chosen on validation, never on the test set."""
     opts = RunOptions(out=str(out), progress=False, **kw)
+    overrides = {}
     if quick:
         opts.steps, opts.eval_n, opts.eval_k = 3, 20, 2
-    return train(str(spec_path), opts)
+    if val:
+        steps = opts.steps or int(re.search(r"\n\s*steps\s*=\s*(\d+)", spec_path.read_text()).group(1))
+        opts.val, overrides["val_every"] = val, max(1, steps // 20)
+    return train(str(spec_path), opts, overrides)
 
 
 def entries(quick: bool, tmp: Path, only: set[str] | None):
@@ -100,14 +92,14 @@ def entries(quick: bool, tmp: Path, only: set[str] | None):
          {"eval_n": None}),
         ("mle_gfn", variant("mle_gfn", tmp), "8gaussians", 3.03, None, "hand-written DDPM (T = 100)",
          {"eval_k": 20}),
-        ("ddpm_digits", variant("ddpm_digits", tmp), "digits (17 levels)", independent_pixels_bpd(), 2.1,
+        ("ddpm_digits", variant("ddpm_digits", tmp), "digits (17 levels)", BASELINE, 2.1,
          "independent per-pixel categoricals (add-1/2 counts of the training images)",
          {"eval_k": 100, "eval_n": None}),
         ("transformer_digits", variant("transformer_digits", tmp), "digits (17 levels)", 2.144, None,
          "MADE on the same 17 levels (the autoregressive spec with cat(17) pixels, 500 steps)",
          {"eval_n": None}),
         ("ddpm_digits_cond", variant("ddpm_digits_cond", tmp), "digits (17 levels) given the class",
-         independent_pixels_bpd(), None, "-log p(x | y), the mean over the classes' test images; compare "
+         BASELINE, None, "-log p(x | y), the mean over the classes' test images; compare "
          "ddpm_digits' -log p(x)", {"eval_k": 100, "eval_n": None}),
         ("ddpm_v", variant("ddpm_v", tmp), "8gaussians", 2.914, 2.95, "specs/ddpm.gfn (linear, eps, T = 100)", {}),
         ("nsf", variant("nsf", tmp), "8gaussians", 2.87, 2.87, "zuko NSF at 2000 steps", {}),
@@ -127,6 +119,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--val", type=float, default=None,
+                    help="hold out this share of the training set and report the best validation point's test "
+                         "figures (the budget chosen on validation)")
     ap.add_argument("--update", action="store_true",
                     help="keep the rows of the table at --out that this run does not re-measure")
     ap.add_argument("--from-json", nargs="+", metavar="FILE",
@@ -144,14 +139,22 @@ def main() -> int:
         tmp = Path(d)
         for i, (name, spec, data, ref, goal, note, kw) in enumerate(entries(a.quick, tmp, only)):
             t = time.perf_counter()
-            s = run(spec, tmp / f"run{i}", a.quick, **kw)
+            s = run(spec, tmp / f"run{i}", a.quick, a.val, **kw)
             est = estimator_label(s["nll_estimator"])
             ours = s["test_nll_nats"]
             if "test_bpd" in s and "digits" in name:  # images are compared in bits per pixel
                 ours, est = s["test_bpd"], est + ", bits/dim"
-            row = dict(spec=name, data=data, steps=s["steps"], seconds=round(time.perf_counter() - t, 1),
+            base = s.get("baselines") or {}
+            if ref == BASELINE:
+                ref = base.get("independent_pixels_bpd")
+            v = s.get("validation") or {}
+            if v.get("best_step"):
+                note = (note + "; " if note else "") + (f"best of {s['steps_done']} steps on a {v['fraction']:.0%} "
+                                                         f"validation split: step {v['best_step']}")
+            row = dict(spec=name, data=data, steps=v.get("best_step") or s["steps"],
+                       seconds=round(time.perf_counter() - t, 1),
                        ours=ours, estimator=est, n_eval=s["n_eval"], reference=ref, goal=goal,
-                       note=note, entropy=ENTROPY_8G if data == "8gaussians" else None)
+                       note=note, entropy=base.get("data_entropy_nats"))
             rows.append(row)
             print(json.dumps(row), flush=True)
         for name, data in (("schrodinger_bridge", "moons"), ("bridge_moons_8gaussians", "8gaussians -> moons")):

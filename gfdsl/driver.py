@@ -16,7 +16,7 @@ from gfdsl import ir, plugins
 from gfdsl.lang import ast
 from gfdsl.lang.check import CheckedSpec, check
 from gfdsl.lang.parse import parse
-from gfdsl.files import decode_source, read_source
+from gfdsl.files import Inputs, decode_source, read_source
 from gfdsl.lang.source import Source
 
 
@@ -30,22 +30,26 @@ class Compiled:
     graph: nx.DiGraph
 
 
-def check_source(source: Source | str, overrides: dict[str, int] | None = None,
-                 path: str = "<string>") -> Compiled:
-    """Run the front end on text. Raises GfdslError (sorted diagnostics) on any problem."""
+def check_source(source: Source | str, overrides: dict | None = None,
+                 path: str = "<string>", inputs=None) -> Compiled:
+    """Run the front end on text. Raises GfdslError (sorted diagnostics) on any problem.
+    The files the spec names are checked (existence, header) only where `inputs` says
+    where they are: check_file passes the spec's folder; text alone has none."""
     plugins.load_installed()  # entries a spec may name, from installed packages (once)
     if isinstance(source, str):
         source = decode_source(path, source.encode("utf-8", errors="surrogatepass"))
     model = parse(source)
-    spec = check(source, model, overrides)
+    spec = check(source, model, overrides, inputs)
     g = ir.build(spec)
     ir.validate(g, source)
     return Compiled(source, model, spec, g)
 
 
-def check_file(path: str | Path, overrides: dict[str, int] | None = None) -> Compiled:
-    """Read and check one `.gfn` file."""
-    return check_source(read_source(path), overrides)
+def check_file(path: str | Path, overrides: dict | None = None, inputs=None) -> Compiled:
+    """Read and check one `.gfn` file; `inputs` finds the files it names (a run folder's
+    copies and recorded spec folder; default: beside the spec)."""
+    src = read_source(path)
+    return check_source(src, overrides, inputs=inputs or Inputs.beside(src.path))
 
 
 def build_ir(path: str | Path, overrides: dict[str, int] | None = None) -> nx.DiGraph:

@@ -98,7 +98,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "E709": ("bad value for {flag}: {why}", "{hint}"),
     "E710": ("plugin '{plugin}' {why}", "{hint}"),
     # -- lowering and run time --------------------------------------------------------------
-    "E801": ("bad data file {path}: {why}", "the file must hold an array of shape (N, ...) matching the data state"),
+    "E801": ("bad data file {path}: {why}", "a data set holds an array (N, ...) of examples of the data state; a "
+                                            "reward table one value per state of the action space"),
     "E802": ("{message}", "{hint}"),
     "E803": ("cannot use run directory {path}: {why}", "{hint}"),
     "E804": ("the run stopped at step {step}: {why}", "{hint}"),

@@ -143,3 +143,31 @@ def test_internal_errors_are_one_line(monkeypatch, in_root, capsys):
     assert main(["check", DDPM]) == 3
     err = capsys.readouterr().err
     assert "internal error" in err and "Traceback" not in err
+
+
+def test_fmt_reports_files_in_order(tmp_path):
+    """`gfdsl fmt` and `fmt --check` over several files: each file's message in its turn,
+    whichever stream it is on (stdout is a pipe here: block-buffered)."""
+    import subprocess
+    import sys
+
+    a, b, c = tmp_path / "a.gfn", tmp_path / "b.gfn", tmp_path / "c.gfn"
+    a.write_text("model a {\n  dims { T = 2 }\n}\n")  # not canonical
+    b.write_text("model b {\n  stte x : real[2]\n}\n")  # a syntax error
+    c.write_text("model c {\n  dims { T = 2 }\n}\n")
+    r = subprocess.run([sys.executable, "-m", "gfdsl", "fmt", "--check", str(a), str(b), str(c)],
+                       capture_output=True, text=True)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith(str(tmp_path))]
+    assert r.returncode == 1 and [ln.split(":")[0] for ln in lines] == [str(a), str(b), str(c)], r.stderr
+    r = subprocess.run([sys.executable, "-m", "gfdsl", "fmt", str(a), str(b), str(c)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    assert r.stdout.index("model a") < r.stdout.index("b.gfn:2:3") < r.stdout.index("model c"), r.stdout
+
+
+def test_explain_prints_no_template_placeholders(capsys):
+    from gfdsl.errors import CATALOGUE
+
+    for code in CATALOGUE:
+        assert main(["explain", code]) == 0
+        out = capsys.readouterr().out
+        assert "{" not in out and "}" not in out, out

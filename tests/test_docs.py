@@ -43,3 +43,15 @@ def test_every_argument_model_forbids_extras():
     for kind in KINDS:
         for e in REGISTRY.all(kind):
             assert e.args.model_config.get("extra") == "forbid", e.name
+
+
+def test_what_a_newcomer_had_to_guess_is_documented():
+    """The behaviours a newcomer found only by trying (issue: 'What a newcomer hit')."""
+    lang = DOC.read_text(encoding="utf-8")
+    ref = (DOC.parent / "reference.md").read_text(encoding="utf-8")
+    readme = (DOC.parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "test_fraction" in ref and "seeded 80/20 split" in ref  # file()'s split
+    assert ".csv" in lang and "header" in lang and "label_field" in lang  # how a CSV is given
+    assert "coordinate 0 varies fastest" in lang and "2^N values" in lang  # a table's shape per space
+    assert "one-hot" in lang and "`cat(K)` state" in lang  # how a categorical state reaches a net
+    assert "3 an\ninternal error" in readme or "3 an internal error" in readme  # the exit codes

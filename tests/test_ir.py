@@ -120,6 +120,9 @@ model ladder {
   objective = elbo(train = "both")
 }
 """)
+    import numpy as np
+
+    np.save(tmp_path / "bits.npy", np.zeros((4, 8), np.float32))  # check_file reads the data file's header
     g = check_file(spec).graph
     assert g.edges["z2", "x"]["kind"] == "context"
     assert ir.steps_view(g).number_of_edges() == 2

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prior-steps", type=_nonneg_int, help="a posterior: steps of its prior stage (default: the spec's)")
     c.add_argument("--eval-k", type=_pos_int, help="backward trajectories per test point for the likelihood")
     c.add_argument("--eval-n", type=_pos_int, default=2000, help="test points evaluated (default 2000)")
+    c.add_argument("--samples", type=_pos_int, metavar="N",
+                   help="samples drawn at the end into samples.npy and samples.png (default 2000; a conditional "
+                        "model: per condition value, default 10 for images)")
     c.add_argument("--val", type=_val_fraction, metavar="F",
                    help="hold out this share of the training set for validation: its NLL during training, "
                         "best.safetensors at its lowest (the train setting `val`)")
@@ -345,12 +348,13 @@ def cmd_fmt(a) -> int:
             src = read_source(path)
             out = format_source(src)
         except GfdslError as e:
-            print(e.render(), file=sys.stderr)
+            sys.stdout.flush()  # each file's output in order, whichever stream it goes to
+            print(e.render(), file=sys.stderr, flush=True)
             status = 1
             continue
         if a.check:
             if out != src.text:
-                print(f"{path}: not in canonical form (run `gfdsl fmt --write {path}`)", file=sys.stderr)
+                print(f"{path}: not in canonical form (run `gfdsl fmt --write {path}`)", file=sys.stderr, flush=True)
                 status = 1
         elif a.write:
             if out != src.text:
@@ -358,6 +362,7 @@ def cmd_fmt(a) -> int:
                 print(f"formatted {path}")
         else:
             sys.stdout.write(out)
+            sys.stdout.flush()
     return status
 
 
@@ -382,7 +387,7 @@ def cmd_run(a) -> int:
         return launch(argv, a.nproc)
     opts = RunOptions(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads,
                       compile=a.compile, amp=a.amp, out=a.out, eval_k=a.eval_k, eval_n=a.eval_n, prior=a.prior,
-                      prior_steps=a.prior_steps, max_memory=a.max_memory, val=a.val, patience=a.patience,
+                      prior_steps=a.prior_steps, max_memory=a.max_memory, val=a.val, patience=a.patience, samples=a.samples,
                       log=tuple(a.log or ()), mlflow_uri=a.mlflow_uri,
                       progress=not a.no_progress and sys.stderr.isatty())
     try:

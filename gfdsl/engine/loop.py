@@ -24,6 +24,7 @@ from gfdsl.engine import distributed
 from gfdsl.engine.checkpoint import (
     BEST, CKPT, read_checkpoint, read_latest, restore_model, restore_optimizer, save_checkpoint, spec_hash,
 )
+from gfdsl.engine.baselines import baselines
 from gfdsl.engine.ema import EMA
 from gfdsl.engine.trackers import Trackers, check_installed
 from gfdsl.engine.validation import Validation, split
@@ -70,7 +71,7 @@ def _setup(spec: str | None, opts: RunOptions, overrides: dict | None, resume: s
     if resume:
         out = Path(resume)
         info = read_run(out)
-        c = check_file(out / "spec.gfn", info.get("overrides") or {})
+        c = check_file(out / "spec.gfn", info.get("overrides") or {}, inputs=run_inputs(out, info))
         tensors, meta = read_latest(out) or (None, None)
         if meta is not None and meta.get("spec_hash") != spec_hash(c.source.text):
             raise GfdslError([diag("E803", None, None, path=str(out),
@@ -155,7 +156,8 @@ def _build(su: Setup, device: torch.device) -> Run:
     np.random.seed(su.seed)
     train_x, test_x, labels = load_data(su.c, su.inputs)
     s = su.c.graph.graph["train"]
-    train_x, train_y, val_x, val_y = split(train_x, None if labels is None else labels[0], s["val"], su.seed)
+    mapped = bool(((su.c.graph.graph["dataset"] or {}).get("args") or {}).get("mmap"))
+    train_x, train_y, val_x, val_y = split(train_x, None if labels is None else labels[0], s["val"], su.seed, mapped)
     model = lower(su.c.graph, su.c.source, su.inputs).to(device)
     model.objective.total_steps = su.steps
     model.objective.prior_steps = su.prior_steps
@@ -268,7 +270,7 @@ def _report(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
 
     model, G = run.model, su.c.graph.graph
     ev = evaluate(model, run.test_x, su.eval_k, opts.eval_n, su.seed, run.test_y)
-    n = opts.samples or (2000 if G["reward"] is not None or int(np.prod(model.data_shape)) <= 2 else 64)
+    n = opts.samples or 2000  # every kind of model: samples.npy is what metrics and plots are drawn from
     torch.manual_seed(su.seed + 2)
     title = f"{G['name']}: {su.steps} steps, " + _headline(ev)
     if model.conditions:  # samples at each point of the grid (P, n, ...), a panel or row per point
@@ -285,7 +287,7 @@ def _report(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
         elif G["reward"] is not None:
             plots.plot_energy(model, samples, su.out / "samples.png", title)
         else:
-            plots.plot_samples(samples, run.test_x.cpu().numpy(), su.out / "samples.png", title)
+            plots.plot_samples(model, samples, run.test_x.cpu().numpy(), su.out / "samples.png", title)
     from gfdsl.engine.curves import plot_curves
 
     plot_curves([(G["name"], metrics_records(su.out / "metrics.jsonl"))], su.out / "loss.png",
@@ -310,6 +312,7 @@ def _report(run: Run, su: Setup, opts: RunOptions, loop, ranks, device) -> dict:
         "device": str(device), "threads": su.threads, "nproc": ranks.world, "spec_hash": spec_hash(su.c.source.text),
         "parameters": sum(p.numel() for p in run.params),
         "validation": run.val.summary(G["train"]["val"]) if run.val is not None else None,
+        "baselines": baselines(G["dataset"], run.train_x, run.test_x),
         "evaluated": f"best (step {run.val.best_step})" if run.val is not None and run.val.best_step else
                      f"last (step {loop.last})",
     }

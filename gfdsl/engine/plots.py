@@ -108,14 +108,16 @@ def plot_energy(model, samples: np.ndarray, path: Path, title: str) -> None:
     _save(fig, path, title)
 
 
-def plot_pairs(model, flat: np.ndarray, path: Path, title: str, k: int = 4) -> None:
-    """Pairwise marginals of the first k coordinates: samples over exact samples of the
-    target where it draws them (lower triangle scatter, diagonal histograms), and a
-    histogram of the samples' log R(x) in the last panel of the first row."""
+def plot_pairs(model, flat: np.ndarray, path: Path, title: str, k: int = 4, reference: np.ndarray | None = None,
+               ref_label: str = "exact") -> None:
+    """Pairwise marginals of the first k coordinates: samples over a reference -- exact
+    samples of the target where it draws them, or the test data (`reference`) -- lower
+    triangle scatter, diagonal histograms; with a reward, a histogram of the samples'
+    log R(x) in the last panel of the first row."""
     plt = _plt()
     k = min(k, flat.shape[1])
-    exact = None
-    if getattr(model.reward, "can_sample", False):
+    exact = None if reference is None else reference.reshape(len(reference), -1)[:len(flat)]
+    if exact is None and getattr(model.reward, "can_sample", False):
         torch.manual_seed(0)
         exact = model.reward.sample(len(flat)).cpu().numpy().reshape(len(flat), -1)
     fig, axes = plt.subplots(k, k, figsize=(2.6 * k, 2.6 * k), squeeze=False)
@@ -130,7 +132,7 @@ def plot_pairs(model, flat: np.ndarray, path: Path, title: str, k: int = 4) -> N
             if r == c:
                 bins = np.linspace(lo[r], hi[r], 40)
                 if exact is not None:
-                    a.hist(exact[:, r], bins=bins, alpha=0.5, color="tab:orange", density=True, label="exact")
+                    a.hist(exact[:, r], bins=bins, alpha=0.5, color="tab:orange", density=True, label=ref_label)
                 a.hist(flat[:, r], bins=bins, alpha=0.5, color="tab:blue", density=True, label="P_F")
             else:
                 if exact is not None:
@@ -144,7 +146,7 @@ def plot_pairs(model, flat: np.ndarray, path: Path, title: str, k: int = 4) -> N
                 a.set_ylabel(f"x[{r}]", fontsize=8)
             a.tick_params(labelsize=6)
     axes[0, 0].legend(fontsize=6)
-    if k > 1:
+    if k > 1 and model.reward is not None:
         with torch.no_grad():
             lr = model.log_reward(torch.as_tensor(flat, device=model.device)).cpu().numpy()
         a = axes[0, k - 1]
@@ -173,10 +175,20 @@ def plot_log_z(points: list[dict], log_z: float | None, path: Path, title: str) 
     _save(fig, path, title)
 
 
-def plot_samples(samples: np.ndarray, test: np.ndarray, path: Path, title: str) -> None:
-    """Samples beside test data: a 2-D scatter, or an image grid."""
+def plot_samples(model, samples: np.ndarray, test: np.ndarray, path: Path, title: str) -> None:
+    """Samples beside test data, the way each kind of data is looked at: a 2-D scatter;
+    an image grid for square images; per-position token frequencies for other
+    categorical or binary sequences; pairwise marginals of the first coordinates for
+    other real vectors."""
     plt = _plt()
     flat = samples.reshape(len(samples), -1)
+    side = int(round(math.sqrt(flat.shape[1])))
+    image = side * side == flat.shape[1] and flat.shape[1] >= 16
+    if flat.shape[1] != 2 and not image:
+        if model.data_dtype in ("cat", "binary"):
+            return plot_tokens(flat, test.reshape(len(test), -1), path, title,
+                               2 if model.data_dtype == "binary" else int(max(flat.max(), test.max())) + 1)
+        return plot_pairs(model, flat, path, title, reference=test, ref_label="test data")
     if flat.shape[1] == 2:
         fig, ax = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
         t = test.reshape(len(test), -1)[:len(flat)]
@@ -188,7 +200,6 @@ def plot_samples(samples: np.ndarray, test: np.ndarray, path: Path, title: str) 
             a.set_ylim(-lim, lim)
             a.set_aspect("equal")
     else:
-        side = int(round(math.sqrt(flat.shape[1])))
         n = min(64, len(flat))
         fig, axes = plt.subplots(8, 16, figsize=(12, 6.5))
         t = test.reshape(len(test), -1)
@@ -200,6 +211,29 @@ def plot_samples(samples: np.ndarray, test: np.ndarray, path: Path, title: str) 
             a.axis("off")
         fig.text(0.25, 0.95, "test data", ha="center")
         fig.text(0.75, 0.95, "samples (P_F)", ha="center")
+    _save(fig, path, title)
+
+
+def plot_tokens(flat: np.ndarray, test: np.ndarray, path: Path, title: str, classes: int) -> None:
+    """Sequences of tokens: how often each token sits at each position (positions x
+    tokens), in the test data and in the samples, and the samples' excess over the data."""
+    plt = _plt()
+    L = flat.shape[1]
+    freq = lambda x: np.stack([(x == v).mean(0) for v in range(classes)], 1)  # noqa: E731  (L, K)
+    ft, fs = freq(test.astype(np.int64)), freq(flat.astype(np.int64))
+    fig, axes = plt.subplots(1, 3, figsize=(14, max(3.0, min(10.0, 0.12 * L + 1.5))), squeeze=False)
+    fig.subplots_adjust(wspace=0.45)
+    for a, d, name, cmap, vr in ((axes[0, 0], ft, "test data", "viridis", (0, 1)),
+                                 (axes[0, 1], fs, "samples (P_F)", "viridis", (0, 1)),
+                                 (axes[0, 2], fs - ft, "samples - data", "coolwarm", (-0.5, 0.5))):
+        im = a.imshow(d, aspect="auto", cmap=cmap, vmin=vr[0], vmax=vr[1], interpolation="nearest")
+        a.set_title(f"{name}: token frequency", fontsize=9)
+        a.set_xlabel("token", fontsize=8)
+        a.set_ylabel("position", fontsize=8)
+        if classes <= 32:
+            a.set_xticks(range(classes))
+        a.tick_params(labelsize=6)
+        fig.colorbar(im, ax=a, fraction=0.046, pad=0.08)
     _save(fig, path, title)
 
 

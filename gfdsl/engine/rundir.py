@@ -324,7 +324,8 @@ def load_checked(run: Path) -> Compiled:
         raise GfdslError([diag("E803", None, None, path=str(run), why="it holds no spec.gfn",
                                hint="pass a folder written by `gfdsl run`")])
     info = read_run(run) if (run / "run.json").is_file() else {}
-    return check_file(run / "spec.gfn", info.get("overrides") or {})
+    # the files it names: the run's copies, else the spec's folder recorded at its start
+    return check_file(run / "spec.gfn", info.get("overrides") or {}, inputs=run_inputs(run, info))
 
 
 def load_model(run: Path, device: str = "cpu", c: Compiled | None = None):

@@ -18,14 +18,19 @@ import torch
 from gfdsl.engine.checkpoint import save_weights, spec_hash
 
 
-def split(train_x: torch.Tensor, train_y: torch.Tensor | None, fraction: float, seed: int):
-    """(train_x, train_y, val_x, val_y): the last `fraction` of a seeded permutation held out."""
+def split(train_x: torch.Tensor, train_y: torch.Tensor | None, fraction: float, seed: int,
+          contiguous: bool = False):
+    """(train_x, train_y, val_x, val_y): the last `fraction` of a seeded permutation held
+    out; `contiguous` (a memory-mapped file): the last rows, as views, nothing copied."""
     n = train_x.shape[0]
     n_val = int(round(n * fraction))
     if not fraction or n_val == 0:
         return train_x, train_y, None, None
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 * seed + 17))
-    keep, val = perm[:n - n_val], perm[n - n_val:]
+    if contiguous:
+        keep, val = slice(0, n - n_val), slice(n - n_val, n)
+    else:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 * seed + 17))
+        keep, val = perm[:n - n_val], perm[n - n_val:]
     pick = (lambda y, i: None if y is None else y[i])
     return train_x[keep], pick(train_y, keep), train_x[val], pick(train_y, val)
 

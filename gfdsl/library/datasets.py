@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gfdsl.files import relative_input
 from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosInt
@@ -44,16 +44,64 @@ class DigitsArgs(Args):
 
 
 class FileArgs(Args):
-    """file(path): a user's array of examples, `.npy` or `.pt`, relative to the spec."""
+    """file(path, labels = none, label_field = none, key = none, test_fraction = 0.2,
+    mmap = false): a user's array of examples, relative to the spec: .npy, .npz (array
+    `key`), .pt (one tensor), or .csv (numeric columns, an optional header line). A
+    seeded 80/20 split (test_fraction) makes the train and test sets; with `mmap = true`
+    a .npy is memory-mapped and its last rows are the test set, so a file larger than
+    memory trains."""
 
     path: str
     labels: str | None = Field(default=None, description=(
         "a second file of integer labels, one per example, for an int condition"))
+    label_field: str | None = Field(default=None, max_length=200, description=(
+        "the CSV column (by its header name) or .npz array holding integer labels; a CSV's other columns "
+        "are the example"))
+    key: str | None = Field(default=None, max_length=200, description=".npz: the array of examples (default: the only one)")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the examples kept for the test set")
+    mmap: bool = Field(default=False, description=(
+        ".npy: memory-map the file instead of reading it (the test set is its last rows, not a random draw)"))
 
-    @field_validator("path", "labels")
+    @field_validator("path")
     @classmethod
-    def _safe(cls, v: str | None) -> str | None:
+    def _safe(cls, v: str) -> str:
+        return relative_input(v, (".npy", ".npz", ".pt", ".csv"))
+
+    @field_validator("labels")
+    @classmethod
+    def _safe_labels(cls, v: str | None) -> str | None:
         return v if v is None else relative_input(v, (".npy", ".pt"))
+
+    @model_validator(mode="after")
+    def _fits_format(self):
+        suffix = self.path.rsplit(".", 1)[-1]
+        if self.mmap and suffix != "npy":
+            raise ValueError(f"mmap = true needs a .npy file (a .{suffix} file cannot be memory-mapped)")
+        if self.key is not None and suffix != "npz":
+            raise ValueError("key names an array of a .npz file")
+        if self.label_field is not None and suffix not in ("csv", "npz"):
+            raise ValueError("label_field names a column of a .csv or an array of a .npz")
+        if self.label_field is not None and self.labels is not None:
+            raise ValueError("give labels (a file) or label_field (a column), not both")
+        return self
+
+
+def _file_peek(a: FileArgs, inputs) -> tuple[str, int | None]:
+    """(path, values per example) from the file's header, checked where the spec is
+    checked; ValueError(path, why) for a missing or unreadable file."""
+    from gfdsl.errors import GfdslError
+    from gfdsl.peek import peek
+
+    for rel in filter(None, (a.path, a.labels)):
+        try:
+            inputs.resolve(rel)
+        except GfdslError as e:
+            raise ValueError(rel, e.diagnostics[0].message.split(": ", 1)[-1]) from None
+    try:
+        p = peek(inputs.resolve(a.path), a.key, a.label_field)
+    except (ValueError, OSError) as e:
+        raise ValueError(a.path, f"it {e}") from None
+    return a.path, None if p is None else p.numel
 
 
 def _digits_yields(a: DigitsArgs):
@@ -69,5 +117,6 @@ REGISTRY.add(Entry("toy2d", D, Toy2dArgs, "2-D toy densities: " + ", ".join(TOY2
                    info={"yields": lambda a: [("real", 0, 2)]}, build=BUILD))
 REGISTRY.add(Entry("digits", D, DigitsArgs, "scikit-learn's 8x8 digits, binarised or in 17 levels",
                    info={"yields": _digits_yields, "labels": _digits_labels}, build=BUILD))
-REGISTRY.add(Entry("file", D, FileArgs, "examples from a .npy or .pt file beside the spec",
-                   info={"yields": lambda a: None, "labels": lambda a: "file" if a.labels else None}, build=BUILD))
+REGISTRY.add(Entry("file", D, FileArgs, "examples from a .npy, .npz, .pt or .csv file beside the spec",
+                   info={"yields": lambda a: None, "peek": _file_peek,
+                         "labels": lambda a: "file" if a.labels or a.label_field else None}, build=BUILD))

@@ -55,7 +55,10 @@ class ModesArgs(RewardArgs):
 
 class TableArgs(RewardArgs):
     """table(file, log = false): R(x) read from a .npy file (path relative to the spec),
-    one entry per state in gfdsl's enumeration order (`gfdsl compile --dump ir` says it)."""
+    one value per state of the action space in gfdsl's enumeration order: int(lo, hi)[D]
+    side^D values, coordinate 0 varying fastest; set[N] 2^N values by the items' bits;
+    seq(V)[L] every sequence of length 0..L in turn, each length as base-V numbers
+    (docs/language.md, Data files)."""
 
     file: str = Field(min_length=1)
     log: bool = False

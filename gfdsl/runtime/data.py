@@ -7,7 +7,8 @@
 - digits: scikit-learn's 8x8 digits (shipped inside scikit-learn), 1797 images with
   17 grey levels; binarised as pixel > 8, or kept as levels 0..16 (cat(17)) or scaled to
   [-1, 1] (real).
-- file: a user's .npy or .pt array, resolved inside the spec's folder.
+- file: a user's .npy, .npz, .pt or .csv array, resolved inside the spec's folder
+  (gfdsl.runtime.datafiles: formats, memory mapping, the checks of its values).
 
 Every loader returns (train, test) tensors shaped (N, n) for the data state.
 """
@@ -107,8 +108,9 @@ def build_entry(a: dict, ctx):
         y = torch.tensor(d.target, dtype=torch.long)
         return t[tr_i], t[te_i], ((y[tr_i], y[te_i]) if a.get("labels") else None)
     if entry == "file":
-        return _file(inputs.resolve(a["path"]), data_type, numel,
-                     inputs.resolve(a["labels"]) if a.get("labels") else None)
+        from gfdsl.runtime.datafiles import load_file
+
+        return load_file(a, inputs, data_type, numel)
     raise KeyError(entry)
 
 
@@ -126,72 +128,3 @@ def _checked(entry: str, out, data_type: dict):
             raise GfdslError([diag("E801", None, None, path=f"{entry}()",
                                    why=f"its {what} set is {shape}, but the data state needs (N, {numel}) with N > 0")])
     return train.reshape(len(train), numel), test.reshape(len(test), numel), labels
-
-
-def read_array(path: Path) -> np.ndarray:
-    """A .npy (no pickles) or .pt (one tensor, weights_only) file as a real numeric
-    array: finite-or-not is the caller's rule, but strings, objects and complex numbers
-    (whose imaginary part a cast would drop silently) are refused here, E801."""
-    name = str(path)
-
-    def bad(why: str):
-        return GfdslError([diag("E801", None, None, path=name, why=why)])
-
-    try:
-        if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(obj, torch.Tensor):
-                raise bad(f"expected one tensor, found {type(obj).__name__}")
-            arr = obj.numpy()
-    except GfdslError:
-        raise
-    except Exception as e:  # a corrupt or unreadable file: say so, no traceback
-        raise bad(f"cannot be read ({type(e).__name__}: {e})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.fields is not None:
-        raise bad("expected a plain array, found a structured one")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise bad(f"dtype {arr.dtype} is complex; store the real values")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise bad(f"dtype {arr.dtype} is not numeric")
-    return arr
-
-
-def _file(path: Path, data_type: dict, numel: int, labels: Path | None = None):
-    name = str(path)
-
-    def bad(why: str):
-        return GfdslError([diag("E801", None, None, path=name, why=why)])
-
-    arr = read_array(path)
-    if arr.ndim < 1 or arr.shape[0] < 2:
-        raise bad(f"needs at least 2 examples along the first axis, got shape {tuple(arr.shape)}")
-    flat = arr.reshape(arr.shape[0], -1)
-    if flat.shape[1] != numel:
-        raise bad(f"examples have {flat.shape[1]} values, but the data state has {numel}")
-    if np.issubdtype(flat.dtype, np.floating) and not np.isfinite(flat).all():
-        raise bad("contains NaN or infinite values")
-    if data_type["dtype"] == "binary" and not np.isin(flat, [0, 1]).all():
-        raise bad("a binary data state needs values 0 and 1 only")
-    t = torch.tensor(flat.astype(np.int64 if data_type["dtype"] == "cat" else np.float32))
-    y = _labels(labels, len(t)) if labels is not None else None
-    n_test = max(1, len(t) // 5)
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(t), generator=g)
-    tr, te = perm[n_test:], perm[:n_test]
-    return t[tr], t[te], (None if y is None else (y[tr], y[te]))
-
-
-def _labels(path: Path, n: int) -> torch.Tensor:
-    """A label file: one integer per example (N,) or (N, 1); E801 otherwise."""
-    arr = read_array(path)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise GfdslError([diag("E801", None, None, path=str(path),
-                               why=f"needs one label per example ({n}), got shape {tuple(arr.shape)}")])
-    if not (np.issubdtype(arr.dtype, np.integer) or
-            (np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all())):
-        raise GfdslError([diag("E801", None, None, path=str(path), why="labels must be integers")])
-    return torch.tensor(arr.astype(np.int64))

@@ -108,7 +108,7 @@ class DiscreteReward(Target):
 
 
 def _load_table(args, space: Space, inputs: Inputs) -> torch.Tensor:
-    from gfdsl.runtime.data import read_array
+    from gfdsl.runtime.datafiles import read_array
 
     path = inputs.resolve(args["file"])
 
@@ -118,7 +118,8 @@ def _load_table(args, space: Space, inputs: Inputs) -> torch.Tensor:
     a = read_array(path)
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     if a.shape[0] != space.n_states:
-        raise bad(f"it holds {a.shape[0]} values, but the space has {space.n_states} states")
+        raise bad(f"it holds {a.shape[0]} values, but the action space has {space.n_states} states (a table "
+                  "holds one reward per state, in the order `gfdsl compile --dump ir` lists them)")
     if args["log"]:
         if np.isnan(a).any() or np.isposinf(a).any():
             raise bad("log-rewards must be finite or -inf")

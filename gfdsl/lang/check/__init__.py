@@ -120,6 +120,7 @@ class Checker(Declarations, Conditions, Steps, Actions, Targets, Objectives, Rul
                        else "`objective = elbo`")
 
 
-def check(source: Source, model: ast.Model, overrides: dict[str, int] | None = None) -> CheckedSpec:
-    """Check a parsed model; raise GfdslError with every problem found, sorted."""
-    return Checker(source, model, overrides).run()
+def check(source: Source, model: ast.Model, overrides: dict | None = None, inputs=None) -> CheckedSpec:
+    """Check a parsed model; raise GfdslError with every problem found, sorted. `inputs`
+    (gfdsl.files.Inputs) finds the data files it names (default: beside the spec)."""
+    return Checker(source, model, overrides, inputs).run()

@@ -15,8 +15,9 @@ from gfdsl.library import REGISTRY
 
 
 class Base:
-    def __init__(self, source: Source, model: ast.Model, overrides: dict[str, int] | None = None):
+    def __init__(self, source: Source, model: ast.Model, overrides: dict | None = None, inputs=None):
         self.src = source
+        self.inputs = inputs  # gfdsl.files.Inputs: where the files the spec names are (None: beside it)
         self.model = model
         self.overrides = dict(overrides or {})
         self.diags: list[Diagnostic] = []

@@ -140,11 +140,19 @@ class Objectives:
         except Bad:
             return
         self._local_search(spans.get("local_search"))
-        self._validation(spans, block)
+        self._validation(spans, has)
 
-    def _validation(self, spans: dict, block) -> None:
-        """patience and val_every need a validation split to act on (E612)."""
+    def _validation(self, spans: dict, has: dict) -> None:
+        """A validation split scores a likelihood: not a bridge's (its source is a data set,
+        with no density) nor a posterior's; patience and val_every need a split (E612)."""
         tr = self.out.train
+        if tr["val"] and (self.out.source_data is not None or has.get("posterior")):
+            arg = spans.get("val")
+            self.error("E612", arg.name_span if arg is not None else None, what="the setting 'val'",
+                       kind="models with a likelihood to validate",
+                       why="is a bridge between data sets (no source density)" if self.out.source_data is not None
+                       else "is a posterior (its likelihood is not the data's)", hint="drop `val`")
+            return
         name = next((n for n in ("patience", "val_every", "val_n", "val_k", "val_delta") if n in spans or n in self.overrides), None)
         if tr["val"] or name is None:
             return

@@ -23,6 +23,7 @@ class Targets:
         """E404 unless one example of the data set fits state nid."""
         yields = entry.info["yields"](args)
         if yields is None:
+            self._peek_file(entry, args, call, nid)
             return
         t = self.out.nodes[nid].type
         if any(t.dtype == dt and t.classes == k and t.numel == n for dt, k, n in yields):
@@ -34,6 +35,29 @@ class Targets:
         role = "data state" if nid == self.out.data_node else "source"
         self.error("E404", call.span, dataset=entry.name, got=got, state=f"{role} {nid}" if role == "source" else nid,
                    need=need, hint=hint)
+
+    def _peek_file(self, entry, args, call: ast.Call, nid: str) -> None:
+        """A data set read from a file: it exists and its header fits the state (E801, E404),
+        where the spec is checked -- not first at `run`."""
+        peek = entry.info.get("peek")
+        if peek is None or self.inputs is None:  # spec text with no folder: its files are not at hand
+            return
+        try:
+            path, numel = peek(args, self.inputs)
+        except ValueError as e:
+            rel, why = e.args
+            arg = next((a for a in call.args if a.name in ("path", "labels") and rel in self._text(a.value.span)),
+                       None)
+            self.error("E801", arg.value.span if arg else call.span, path=rel, why=why)
+            return
+        t = self.out.nodes[nid].type
+        if numel is not None and numel != t.numel:
+            arg = next((a for a in call.args if a.name == "path"), None)
+            role = "data state" if nid == self.out.data_node else "source"
+            self.error("E404", arg.value.span if arg else call.span, dataset=entry.name,
+                       got=f"{numel} values per example ({path})", state=f"{role} {nid}" if role == "source" else nid,
+                       need=f"{t} ({t.numel} values)",
+                       hint=f"declare the {role} with {numel} values, or check the file")
 
     def _reward(self, d: ast.RewardDecl) -> None:
         kind = "energy" if d.form == "energy" else "reward"
