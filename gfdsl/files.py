@@ -132,6 +132,14 @@ def atomic_write(path: str, data: bytes) -> None:
 # -- files a spec names ---------------------------------------------------------------------------
 
 
+def relative_folder(v: str) -> str:
+    """The checker's rule for a folder written in a spec: relative, inside the spec's folder."""
+    p = PurePosixPath(v.replace("\\", "/"))
+    if not v.strip() or p.is_absolute() or ".." in p.parts or ":" in v:
+        raise ValueError("must be a relative path inside the spec's folder (no '..', no absolute path)")
+    return v
+
+
 def relative_input(v: str, suffixes: tuple[str, ...]) -> str:
     """The checker's rule for a path written in a spec (`file(path = ...)`,
     `table(file = ...)`): relative, inside the spec's folder, with a known suffix.
@@ -159,6 +167,16 @@ class Inputs:
     def beside(cls, spec_path: str | None) -> "Inputs":
         return cls(Path(spec_path).resolve().parent if spec_path else Path.cwd())
 
+    def resolve_dir(self, rel: str) -> Path:
+        """A folder the spec names (an image data set), inside the spec's folder."""
+        p = self.base / rel
+        if not p.is_dir():
+            why = "no such folder" if not p.exists() else "it is not a folder"
+            raise GfdslError([diag("E801", None, None, path=str(p), why=why)])
+        if not p.resolve().is_relative_to(self.base.resolve()):
+            raise GfdslError([diag("E801", None, None, path=str(p), why="it resolves to a folder outside the spec's folder")])
+        return p
+
     def resolve(self, rel: str) -> Path:
         for root in ([self.copies] if self.copies is not None else []) + [self.base]:
             p = root / rel
@@ -172,6 +190,32 @@ class Inputs:
             raise GfdslError([diag("E801", None, None, path=name,
                                    why=f"it is {size / 2**30:.1f} GiB, above the {MAX_INPUT_BYTES >> 30} GiB limit")])
         return p
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_IMAGES = 1_000_000  # images a folder data set may hold
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images under a folder (its sub-folders one level down too), sorted; E801 past
+    MAX_IMAGES or MAX_INPUT_BYTES in all."""
+    out, total = [], 0
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and len(p.relative_to(folder).parts) <= 2:
+            out.append(p)
+            total += p.stat().st_size
+            if len(out) > MAX_IMAGES or total > MAX_INPUT_BYTES:
+                raise GfdslError([diag("E801", None, None, path=str(folder),
+                                       why=f"it holds more than {MAX_IMAGES:,} images or {MAX_INPUT_BYTES >> 30} GiB")])
+    return out
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the images of a folder data set: each one's relative name and bytes."""
+    h = hashlib.sha256()
+    for p in image_files(folder):
+        h.update(str(p.relative_to(folder)).encode() + b"\0" + file_digest(p).encode())
+    return h.hexdigest()
 
 
 def file_digest(path: Path) -> str:

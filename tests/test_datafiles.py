@@ -99,3 +99,51 @@ def test_bad_values_deeper_in_a_file_are_refused_at_run(tmp_path, capsys):
     assert main(["run", spec, "--set", "T=3", "--steps", "2", "--out", str(tmp_path / "r"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "error[E801]" in err and "d.csv" in err and "oops" in err
+
+
+def _image_folder(root, n_per=6):
+    """Two sub-folders of 12 x 12 PNGs: dark images in '0_dark', bright in '1_bright'."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, (name, lo) in enumerate((("0_dark", 0), ("1_bright", 150))):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per):
+            px = (lo + rng.integers(0, 100, (12, 12))).astype(np.uint8)
+            Image.fromarray(px).save(root / name / f"{i}.png" if i % 2 else root / name / f"{i}.jpg")
+
+
+def test_an_image_folder_with_labels_from_sub_folders(tmp_path):
+    _image_folder(tmp_path / "imgs")
+    args = {"folder": "imgs", "size": 4, "channels": 1, "levels": 0, "labels": True, "test_fraction": 0.25, "seed": 0}
+    tr, te, (ytr, yte) = load_file.__globals__["load_images"](args, Inputs(tmp_path), {"dtype": "real", "shape": [16]})
+    assert tr.shape == (9, 16) and te.shape == (3, 16) and float(tr.min()) >= -1 and float(tr.max()) <= 1
+    x, y = torch.cat([tr, te]), torch.cat([ytr, yte])
+    assert (x[y == 1].mean() > x[y == 0].mean())  # the bright folder is label 1
+    q, _, _ = load_file.__globals__["load_images"]({**args, "levels": 4, "labels": False}, Inputs(tmp_path),
+                                                    {"dtype": "cat", "shape": [16]})
+    assert q.dtype == torch.int64 and set(q.unique().tolist()) <= {0, 1, 2, 3}
+
+
+def test_an_image_folder_trains_a_spec_and_is_checked_before(tmp_path, capsys):
+    _image_folder(tmp_path / "imgs")
+    spec = tmp_path / "ar.gfn"
+    spec.write_text((ROOT / "specs" / "autoregressive.gfn").read_text().replace(
+        "digits(binarize = true)", 'images(folder = "imgs", size = 4, levels = 2)').replace("D = 64", "D = 16")
+        .replace("H = 512", "H = 16"))
+    out = tmp_path / "r"
+    assert main(["run", str(spec), "--steps", "3", "--out", str(out), "--no-progress", "--samples", "10"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert list(info["input_folders"]) == ["imgs"]
+    assert main(["eval", str(out)]) == 0
+    (tmp_path / "imgs" / "0_dark" / "1.png").write_bytes(b"changed")  # the images changed: eval refuses
+    assert main(["eval", str(out)]) == 1
+    assert "its images changed since the run started" in capsys.readouterr().err
+    bad = tmp_path / "bad.gfn"
+    bad.write_text(spec.read_text().replace('folder = "imgs"', 'folder = "nope"'))
+    assert main(["check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "error[E801]: bad data file nope: no such folder" in err
+    bad.write_text(spec.read_text().replace("levels = 2", "levels = 3"))
+    assert main(["check", str(bad)]) == 1
+    assert "error[E404]" in capsys.readouterr().err

@@ -183,7 +183,9 @@ def plot_samples(model, samples: np.ndarray, test: np.ndarray, path: Path, title
     plt = _plt()
     flat = samples.reshape(len(samples), -1)
     side = int(round(math.sqrt(flat.shape[1])))
-    image = side * side == flat.shape[1] and flat.shape[1] >= 16
+    shape = tuple(model.data_shape)
+    chw = shape if len(shape) == 3 and shape[0] in (1, 3) else (1, side, side)  # a C x H x W image state
+    image = (len(shape) == 3 and shape[0] in (1, 3)) or (side * side == flat.shape[1] and flat.shape[1] >= 16)
     if flat.shape[1] != 2 and not image:
         if model.data_dtype in ("cat", "binary"):
             return plot_tokens(flat, test.reshape(len(test), -1), path, title,
@@ -200,14 +202,18 @@ def plot_samples(model, samples: np.ndarray, test: np.ndarray, path: Path, title
             a.set_ylim(-lim, lim)
             a.set_aspect("equal")
     else:
-        n = min(64, len(flat))
         fig, axes = plt.subplots(8, 16, figsize=(12, 6.5))
         t = test.reshape(len(test), -1)
+        lo, hi = float(min(t.min(), flat.min())), float(max(t.max(), flat.max()))
         for j, a in enumerate(axes.flat):
             src = t if j % 16 < 8 else flat
             idx = (j // 16) * 8 + j % 8
-            if idx < n and side * side == flat.shape[1]:
-                a.imshow(src[idx].reshape(side, side), cmap="gray_r")
+            if idx < min(64, len(src)):  # (a small test set fills fewer cells)
+                img = src[idx].reshape(chw)
+                if chw[0] == 3:  # RGB: channels last, scaled to [0, 1] together
+                    a.imshow(np.clip((img.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-8), 0, 1))
+                else:
+                    a.imshow(img[0], cmap="gray_r")
             a.axis("off")
         fig.text(0.25, 0.95, "test data", ha="center")
         fig.text(0.75, 0.95, "samples (P_F)", ha="center")

@@ -33,7 +33,7 @@ from gfdsl.driver import Compiled, check_file
 from gfdsl.engine.checkpoint import BEST, CKPT, read_checkpoint, restore_model, spec_hash
 from gfdsl.engine.ema import load_averages
 from gfdsl.errors import GfdslError, diag
-from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest, umask
+from gfdsl.files import COPY_INPUT_BYTES, Inputs, atomic_write, file_digest, folder_digest, umask
 
 
 @dataclass
@@ -244,7 +244,14 @@ def record_inputs(c: Compiled, inputs: Inputs) -> dict:
         p = inputs.resolve(rel)
         size = p.stat().st_size
         files[rel] = {"bytes": size, "sha256": file_digest(p), "copied": size <= COPY_INPUT_BYTES}
-    return {"spec_dir": str(inputs.base), "inputs": files}
+    folders = {rel: {"sha256": folder_digest(inputs.resolve_dir(rel))} for rel in spec_folders(c.graph.graph)}
+    return {"spec_dir": str(inputs.base), "inputs": files, "input_folders": folders}
+
+
+def spec_folders(G: dict) -> list[str]:
+    """The folders the IR names: an image data set's (read in place, never copied)."""
+    e = G.get("dataset")
+    return [e["args"]["folder"]] if e is not None and e["entry"] == "images" else []
 
 
 def input_copies(record: dict, inputs: Inputs) -> dict[str, bytes]:
@@ -262,6 +269,11 @@ def run_inputs(out: Path, info: dict) -> Inputs:
         if not p.is_relative_to(out / "inputs") and file_digest(p) != f["sha256"]:
             raise GfdslError([diag("E801", None, None, path=str(p),
                                    why="it changed since the run started (its SHA-256 differs from run.json's)")])
+    for rel, f in (info.get("input_folders") or {}).items():
+        p = inputs.resolve_dir(rel)
+        if folder_digest(p) != f["sha256"]:
+            raise GfdslError([diag("E801", None, None, path=str(p),
+                                   why="its images changed since the run started (their SHA-256 differs from run.json's)")])
     return inputs
 
 

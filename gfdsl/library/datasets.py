@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gfdsl.files import relative_input
+from gfdsl.files import relative_folder, relative_input
 from gfdsl.library.registry import REGISTRY, Args, Entry, NonNegInt, PosInt
 
 TOY2D = ("8gaussians", "2spirals", "checkerboard", "moons", "pinwheel", "rings", "swissroll", "circles")
@@ -104,6 +104,56 @@ def _file_peek(a: FileArgs, inputs) -> tuple[str, int | None]:
     return a.path, None if p is None else p.numel
 
 
+class ImagesArgs(Args):
+    """images(folder, size = 8, channels = 1, levels = 0, labels = false, test_fraction =
+    0.2): the PNG and JPEG files of a folder beside the spec (and of its sub-folders),
+    read with Pillow, converted to grey (channels = 1) or RGB (3), resized to size x size
+    and flattened channel-major. levels = 0 keeps reals in [-1, 1] (a real state); K >= 2
+    quantises to K levels (a cat(K) state; 2 also fits a binary one). labels = true: the
+    sub-folder an image is in is its label, the sub-folders in name order 0, 1, ..."""
+
+    folder: str
+    size: PosInt = Field(default=8, le=256, description="images are resized to size x size")
+    channels: Literal[1, 3] = Field(default=1, description="1: grey, 3: RGB")
+    levels: NonNegInt = Field(default=0, le=256, description="0: reals in [-1, 1]; K >= 2: K levels 0..K-1")
+    labels: bool = Field(default=False, description="label each image by its sub-folder, for an int condition")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the images kept for the test set")
+    seed: NonNegInt = Field(default=0, description="seed of the train/test split")
+
+    @field_validator("folder")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return relative_folder(v)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("levels = 1 keeps no information; give 0 (reals) or at least 2")
+        return v
+
+
+def _images_yields(a: ImagesArgs):
+    n = a.channels * a.size * a.size
+    if a.levels == 0:
+        return [("real", 0, n)]
+    return [("cat", a.levels, n)] + ([("binary", 2, n)] if a.levels == 2 else [])
+
+
+def _images_peek(a: ImagesArgs, inputs) -> tuple[str, int | None]:
+    """The folder exists and holds images (checked where the spec is checked)."""
+    from gfdsl.errors import GfdslError
+    from gfdsl.files import image_files
+
+    try:
+        files = image_files(inputs.resolve_dir(a.folder))
+    except GfdslError as e:
+        raise ValueError(a.folder, e.diagnostics[0].message.split(": ", 1)[-1]) from None
+    if len(files) < 2:
+        raise ValueError(a.folder, f"it holds {len(files)} PNG or JPEG images; a data set needs at least 2")
+    return a.folder, None
+
+
 def _digits_yields(a: DigitsArgs):
     return [("binary", 2, 64)] if a.binarize else [("cat", 17, 64), ("real", 0, 64)]
 
@@ -117,6 +167,9 @@ REGISTRY.add(Entry("toy2d", D, Toy2dArgs, "2-D toy densities: " + ", ".join(TOY2
                    info={"yields": lambda a: [("real", 0, 2)]}, build=BUILD))
 REGISTRY.add(Entry("digits", D, DigitsArgs, "scikit-learn's 8x8 digits, binarised or in 17 levels",
                    info={"yields": _digits_yields, "labels": _digits_labels}, build=BUILD))
+REGISTRY.add(Entry("images", D, ImagesArgs, "a folder of PNG/JPEG images beside the spec, labels from sub-folders",
+                   info={"yields": _images_yields, "peek": _images_peek,
+                         "labels": lambda a: "file" if a.labels else None}, build=BUILD))
 REGISTRY.add(Entry("file", D, FileArgs, "examples from a .npy, .npz, .pt or .csv file beside the spec",
                    info={"yields": lambda a: None, "peek": _file_peek,
                          "labels": lambda a: "file" if a.labels or a.label_field else None}, build=BUILD))

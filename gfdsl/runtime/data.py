@@ -111,6 +111,10 @@ def build_entry(a: dict, ctx):
         from gfdsl.runtime.datafiles import load_file
 
         return load_file(a, inputs, data_type, numel)
+    if entry == "images":
+        from gfdsl.runtime.datafiles import load_images
+
+        return load_images(a, inputs, data_type)
     raise KeyError(entry)
 
 

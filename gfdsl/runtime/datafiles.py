@@ -149,3 +149,42 @@ def _labels(name, arr: np.ndarray, n: int) -> torch.Tensor:
             (np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all())):
         raise _bad(name, "labels must be integers")
     return torch.tensor(arr.astype(np.int64))
+
+
+def load_images(a: dict, inputs, data_type: dict):
+    """(train, test, labels) of `images(...)`: every PNG/JPEG under the folder, converted,
+    resized and flattened channel-major (C, H, W); labels from the sub-folders' order."""
+    from PIL import Image
+
+    from gfdsl.files import image_files
+
+    folder = inputs.resolve_dir(a["folder"])
+    files = image_files(folder)
+    if len(files) < 2:
+        raise _bad(folder, f"it holds {len(files)} PNG or JPEG images; a data set needs at least 2")
+    s, mode = int(a["size"]), "L" if a["channels"] == 1 else "RGB"
+    x = np.empty((len(files), a["channels"] * s * s), np.float32)
+    Image.MAX_IMAGE_PIXELS = 1 << 26  # refuse decompression bombs (Pillow raises past 2x this)
+    for i, p in enumerate(files):
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert(mode).resize((s, s), Image.Resampling.BILINEAR), np.float32) / 255.0
+        except Exception as e:
+            raise _bad(p, f"cannot be read as an image ({type(e).__name__}: {e})") from None
+        x[i] = (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).reshape(-1)
+    levels = int(a["levels"])
+    if levels:
+        q = np.round(x * (levels - 1))
+        t = torch.tensor(q, dtype=torch.float32 if data_type["dtype"] == "binary" else torch.int64)
+    else:
+        t = torch.tensor(x * 2 - 1)
+    y = None
+    if a.get("labels"):
+        subs = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) == 2})
+        if any(len(p.relative_to(folder).parts) == 1 for p in files) or len(subs) < 2:
+            raise _bad(folder, "labels = true needs every image inside one of at least 2 sub-folders (one per label)")
+        y = torch.tensor([subs.index(p.relative_to(folder).parts[0]) for p in files])
+    n_test = max(1, int(round(len(t) * a["test_fraction"])))
+    perm = torch.randperm(len(t), generator=torch.Generator().manual_seed(int(a["seed"])))
+    tr, te = perm[n_test:], perm[:n_test]
+    return t[tr], t[te], (None if y is None else (y[tr], y[te]))

@@ -22,8 +22,8 @@ class Targets:
     def _dataset_yields(self, entry, args, call: ast.Call, nid: str) -> None:
         """E404 unless one example of the data set fits state nid."""
         yields = entry.info["yields"](args)
+        self._peek_file(entry, args, call, nid)
         if yields is None:
-            self._peek_file(entry, args, call, nid)
             return
         t = self.out.nodes[nid].type
         if any(t.dtype == dt and t.classes == k and t.numel == n for dt, k, n in yields):
@@ -46,8 +46,8 @@ class Targets:
             path, numel = peek(args, self.inputs)
         except ValueError as e:
             rel, why = e.args
-            arg = next((a for a in call.args if a.name in ("path", "labels") and rel in self._text(a.value.span)),
-                       None)
+            arg = next((a for a in call.args if a.name in ("path", "labels", "folder")
+                        and rel in self._text(a.value.span)), None)
             self.error("E801", arg.value.span if arg else call.span, path=rel, why=why)
             return
         t = self.out.nodes[nid].type
