@@ -17,6 +17,7 @@ from pathlib import Path
 from gfdsl.errors import CATALOGUE
 from gfdsl.library import REGISTRY
 from gfdsl.library.registry import Args
+from gfdsl.plugins import show_value
 
 TITLES = {"kernel": "Kernels (`forward = ...`, `backward = ...`)", "prior": "Priors (`source x ~ ...`)",
           "net": "Nets (`net name = ...`)", "schedule": "Schedules (`schedule name = ...`)",
@@ -30,18 +31,8 @@ def _args(entry) -> str:
     out = []
     for n, f in entry.args.model_fields.items():
         name = f.alias or n
-        out.append(f"`{name}`" if f.is_required() else f"`{name} = {_lit(f.default)}`")
+        out.append(f"`{name}`" if f.is_required() else f"`{name} = {show_value(f.default)}`")
     return ", ".join(out) or "none"
-
-
-def _lit(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if v is None:
-        return "none"
-    return str(v)
 
 
 def registry_md() -> str:

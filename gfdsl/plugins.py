@@ -327,7 +327,7 @@ def describe(e: Entry | type[Args]) -> list[tuple[str, str, str, str]]:
     rows = []
     model = e.args if isinstance(e, Entry) else e
     for field, info in model.model_fields.items():
-        default = "required" if info.is_required() else _show_default(info.default)
+        default = "required" if info.is_required() else show_value(info.default)
         t = type_name(info.annotation)
         if info.annotation is REGISTRY_REF:  # NetRef, CondRef, ScheduleRef: the kind is in the validator
             t = next((f"{_ref_kind(m)} name" for m in info.metadata if hasattr(m, "func")), t)
@@ -342,7 +342,8 @@ def _bounds(metadata) -> str:
     return f" ({', '.join(out)})" if out else ""
 
 
-def _show_default(v) -> str:
+def show_value(v) -> str:
+    """A default as a spec writes it: true, "eps", none, [256, 256]."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):

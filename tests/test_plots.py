@@ -61,3 +61,24 @@ def test_a_token_sequence_plots_token_frequencies(tmp_path, figures):
     assert samples.shape == (2000, 10) and set(np.unique(samples)) <= {0, 1, 2, 3}
     axes = [a for a in figures["samples.png"] if a[4] and a[3] == "token"]
     assert len(axes) == 3 and all(a[1] == 1 for a in axes)  # data, samples, difference: one heat map each
+
+
+def test_baselines_reach_summary_json_against_a_hand_computation():
+    """The bench-only reference figures are summary.json's `baselines`: independent
+    per-pixel categoricals with add-1/2 counts, here on 2 pixels of 3 training images."""
+    import math
+
+    import torch
+
+    from gfdsl.engine.baselines import baselines
+
+    tr = torch.tensor([[0, 1], [0, 1], [2, 1]])
+    te = torch.tensor([[0, 2]])
+    b = baselines({"entry": "digits", "args": {"binarize": False}}, tr, te)
+    # pixel 0: counts (2, 0, 1, 0, ...) + 1/2 over 17 levels -> p(0) = 2.5 / 11.5; pixel 1: p(2) = 0.5 / 11.5
+    want = -(math.log(2.5 / 11.5) + math.log(0.5 / 11.5))
+    assert b["independent_pixels_nats"] == pytest.approx(want) and b["independent_pixels_bpd"] == pytest.approx(
+        want / (2 * math.log(2)))
+    e = baselines({"entry": "toy2d", "args": {"name": "8gaussians"}}, tr, te)["data_entropy_nats"]
+    assert e == pytest.approx(math.log(8) + math.log(2 * math.pi * math.e * (0.5 / 1.414) ** 2))
+    assert baselines({"entry": "toy2d", "args": {"name": "moons"}}, tr, te) is None

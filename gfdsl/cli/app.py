@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 
+from gfdsl.cli.values import parse_value
 from gfdsl.errors import CATALOGUE, GfdslError, diag
 from gfdsl.library.registry import KINDS
 
@@ -45,29 +46,6 @@ def _overrides(items: list[str] | None) -> dict:
             raise _Usage(diag("E706", None, None, path="--set", text=text, why="expected NAME=VALUE").render())
         out[name.strip()] = parse_value(value.strip())
     return out
-
-
-def parse_value(v: str):
-    """A command-line value as a spec value: 4 -> int, 3e-4 -> float, true, none, [1, 2], else the text."""
-    import json
-
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for conv in (int, float):
-        try:
-            x = conv(v)
-            return x if conv is int or x == x and abs(x) != float("inf") else v
-        except ValueError:
-            pass
-    if v.startswith("["):
-        try:
-            return json.loads(v)
-        except ValueError:
-            pass
-    return v.strip('"')
 
 
 class _Usage(Exception):
@@ -118,7 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", action="store_true", help="exit 1 if a spec is not canonical; change nothing")
     g.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
 
-    c = with_set(sub.add_parser("run", help="train a spec and write a run directory"))
+    _run_parser(with_set(sub.add_parser("run", help="train a spec and write a run directory")))
+    c = sub.add_parser("sample", help="draw samples from a trained run")
+    c.add_argument("run", metavar="RUN")
+    c.add_argument("-n", type=_pos_int, default=1000, help="number of samples (default 1000)")
+    c.add_argument("-o", "--out", metavar="FILE.npy", help="output (default RUN/samples_N.npy)")
+    c.add_argument("--seed", type=_nonneg_int, default=0)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--given", action="append", metavar="NAME=VALUE",
+                   help="a conditional model: sample at this condition value (repeatable; default: a row "
+                        "per class, or per eval_given value)")
+    c.add_argument("--guidance", type=_nonneg_float, metavar="S",
+                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: guided); "
+                        "needs a model trained with cond_dropout")
+    c.add_argument("--steps", type=_pos_int, metavar="S",
+                   help="a DDPM chain: sample in S respaced steps instead of all T (strided ancestral; "
+                        "the likelihood stays the full chain's); an ODE flow: S solver steps")
+    c.add_argument("--eta", type=_nonneg_float, metavar="E",
+                   help="a DDPM chain: DDIM sampling with noise level E in [0, 1] (0: deterministic)")
+
+    c = sub.add_parser("eval", help="estimate the test log-likelihood of a trained run")
+    c.add_argument("run", metavar="RUN")
+    c.add_argument("--k", "--eval-k", type=_pos_int, help="backward trajectories per point (default: the spec's eval_k)")
+    c.add_argument("--n", "--eval-n", type=_pos_int, help="test points (default: all)")
+    c.add_argument("--device", default="cpu")
+
+    _experiment_parsers(sub)
+    return p
+
+
+def _run_parser(c) -> None:
+    """`gfdsl run`'s options."""
     c.add_argument("spec", metavar="SPEC", nargs="?", help="the spec to train (omit with --resume)")
     c.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last checkpoint")
     c.add_argument("--steps", type=_pos_int, help="gradient steps (default: the spec's train block)")
@@ -156,30 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-memory", type=_memory, metavar="SIZE",
                    help="refuse a run whose estimate exceeds SIZE, e.g. 8G (default: the machine's available memory)")
 
-    c = sub.add_parser("sample", help="draw samples from a trained run")
-    c.add_argument("run", metavar="RUN")
-    c.add_argument("-n", type=_pos_int, default=1000, help="number of samples (default 1000)")
-    c.add_argument("-o", "--out", metavar="FILE.npy", help="output (default RUN/samples_N.npy)")
-    c.add_argument("--seed", type=_nonneg_int, default=0)
-    c.add_argument("--device", default="cpu")
-    c.add_argument("--given", action="append", metavar="NAME=VALUE",
-                   help="a conditional model: sample at this condition value (repeatable; default: a row "
-                        "per class, or per eval_given value)")
-    c.add_argument("--guidance", type=_nonneg_float, metavar="S",
-                   help="classifier-free guidance scale (0: unconditional, 1: conditional, >1: guided); "
-                        "needs a model trained with cond_dropout")
-    c.add_argument("--steps", type=_pos_int, metavar="S",
-                   help="a DDPM chain: sample in S respaced steps instead of all T (strided ancestral; "
-                        "the likelihood stays the full chain's); an ODE flow: S solver steps")
-    c.add_argument("--eta", type=_nonneg_float, metavar="E",
-                   help="a DDPM chain: DDIM sampling with noise level E in [0, 1] (0: deterministic)")
 
-    c = sub.add_parser("eval", help="estimate the test log-likelihood of a trained run")
-    c.add_argument("run", metavar="RUN")
-    c.add_argument("--k", "--eval-k", type=_pos_int, help="backward trajectories per point (default: the spec's eval_k)")
-    c.add_argument("--n", "--eval-n", type=_pos_int, help="test points (default: all)")
-    c.add_argument("--device", default="cpu")
 
+def _experiment_parsers(sub) -> None:
+    """`gfdsl sweep`, `compare`, `explain` and `list`."""
     c = sub.add_parser("sweep", help="train a grid of settings and seeds of one spec, one run each")
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--set", action="append", metavar="NAME=V1,V2,...",
@@ -205,7 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("kind", nargs="?", choices=[*KINDS, "specs"],
                    help="one kind only; `specs`: the specs shipped with gfdsl (run one by name: `gfdsl run ddpm`)")
     c.add_argument("--args", action="store_true", help="each entry's arguments: type, default, description")
-    return p
 
 
 def _int_at_least(lo: int):

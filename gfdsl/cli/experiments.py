@@ -81,15 +81,15 @@ PASS = ("steps", "batch", "eval_n", "eval_k", "val", "patience", "threads", "dev
 
 
 def cmd_sweep(a) -> int:
+    from gfdsl.cli.values import parse_value
     from gfdsl.driver import check_file
-    from gfdsl.cli.app import _overrides
 
     passthrough = [f"--{k.replace('_', '-')}={getattr(a, k)}" for k in PASS if getattr(a, k) is not None]
     passthrough += [f"--log={t}" for t in a.log or ()]
     points = grid(a.set, parse_seeds(a.seeds))
     out = Path(a.out or f"runs/{Path(a.spec).stem}-sweep")
     for p in points:  # every point checked before any run starts: a bad value fails the sweep at once
-        check_file(a.spec, _overrides([f"{k}={v}" for k, v in p.items() if k != "seed"]))
+        check_file(a.spec, {k: parse_value(v) for k, v in p.items() if k != "seed"})
     out.mkdir(parents=True, exist_ok=True)
     state = {run_name(p): {"settings": p, "status": "pending"} for p in points}
     _write_state(out, a.spec, state)
