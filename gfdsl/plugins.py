@@ -43,7 +43,7 @@ from gfdsl.library.registry import (  # noqa: F401  (re-exported for plugin auth
 )
 
 GROUP = "gfdsl.plugins"
-OPEN_KINDS = ("reward", "energy", "net", "dataset")  # the kinds a plugin may add
+OPEN_KINDS = ("reward", "energy", "net", "dataset", "schedule")  # the kinds a plugin may add
 
 # plugin name -> where it came from: 'entry point <name> = <value>' or '--plugin <module>'
 LOADED: dict[str, str] = {}
@@ -105,6 +105,13 @@ def dataset(name: str, args: type[Args], doc: str, *, build, yields: Callable | 
     `yields(args)` lists the (dtype, classes, numel) one example may be, or None."""
     return _declare(Entry(name, "dataset", args, doc, build=build,
                           info={"yields": yields or (lambda a: None), "labels": lambda a: None}))
+
+
+def schedule(name: str, args: type[Args], doc: str, *, build) -> Entry:
+    """A noise schedule for Gaussian diffusion steps (`schedule beta = name(steps = T, ...)`).
+    Its arguments must include `steps` (the chain length it serves); `build(args, ctx)`
+    returns the betas beta_1..beta_T as a (steps,) tensor of values in (0, 1)."""
+    return _declare(Entry(name, "schedule", args, doc, build=build))
 
 
 def _target_info(types_: tuple[str, ...], need: str, rule) -> dict:
@@ -245,6 +252,8 @@ def _check_entry(plugin: str, e: Entry) -> None:
     if e.build is None or not (callable(e.build) or (isinstance(e.build, str) and ":" in e.build)):
         raise _fail(plugin, f"declares {e.kind} '{e.name}' with build = {e.build!r}, not a callable or "
                             "'module:attribute'")
+    if e.kind == "schedule" and "steps" not in e.args.model_fields:
+        raise _fail(plugin, f"declares schedule '{e.name}' without a `steps` argument (the chain length it serves)")
     needed = {"net": ("facts", "size")}.get(e.kind, ())
     for key in needed:
         if not callable(e.info.get(key)):
@@ -311,9 +320,23 @@ def construct(kind: str, name: str, args: dict, **ctx) -> Any:
         raise
     except Exception as err:
         raise _fail(e.source, f"failed to build {kind} {name}(): {type(err).__name__}: {err}") from None
+    if kind == "schedule":
+        return _betas(e.source, name, out, int(args["steps"]))
     if kind != "dataset" and not _is_module(out):
         raise _fail(e.source, f"built {kind} {name}() as a {type(out).__name__}, not a torch nn.Module")
     return out
+
+
+def _betas(plugin: str, name: str, b, steps: int):
+    """A plugin schedule's betas: a (steps,) float tensor in (0, 1), as float64."""
+    torch = sys.modules.get("torch")
+    if not (torch is not None and isinstance(b, torch.Tensor) and b.shape == (steps,)):
+        shape = tuple(b.shape) if hasattr(b, "shape") else type(b).__name__
+        raise _fail(plugin, f"built schedule {name}() as {shape}, not a ({steps},) tensor of betas")
+    b = b.detach().double().cpu()
+    if not (torch.isfinite(b).all() and (b > 0).all() and (b < 1).all()):
+        raise _fail(plugin, f"built schedule {name}() with betas outside (0, 1)")
+    return b
 
 
 def _is_module(x) -> bool:

@@ -153,7 +153,7 @@ def test_plugin_module_from_the_command_line(tmp_path, capsys):
      "not a subclass of gfdsl.plugins.Args"),
     (PLUGIN.replace("{name}", "badkind").replace('reward("badkind", OnesArgs, "scale * (number of items)", types=("set",), need="sets", build=build)',
                                                   'from gfdsl.plugins import _declare, Entry\n_declare(Entry("badkind", "kernel", OnesArgs, "x"))'),
-     "declares a kernel, but plugins may add only reward, energy, net, dataset"),
+     "declares a kernel, but plugins may add only reward, energy, net, dataset, schedule"),
 ])
 def test_broken_plugins_are_clear_errors(tmp_path, capsys, body, says):
     mod = tmp_path / f"broken_{abs(hash(says)) % 10 ** 8}.py"
@@ -184,3 +184,50 @@ def test_a_spec_cannot_import_or_run_code(tmp_path, monkeypatch, capsys, reward)
     assert main(["check", _spec(tmp_path, reward)]) == 1
     assert "error[E" in capsys.readouterr().err
     assert not (tmp_path / "PWNED").exists()
+
+
+SCHEDULE_PLUGIN = '''
+from pydantic import Field
+from gfdsl.plugins import Args, PosInt, schedule
+
+
+class SigmoidArgs(Args):
+    steps: PosInt = Field(le=100_000)
+    lo: float = Field(default=1e-4, gt=0, lt=1)
+    hi: float = Field(default=0.02, gt=0, lt=1)
+
+
+def betas(args, ctx):
+    import torch
+
+    t = torch.linspace(-6, 6, args["steps"], dtype=torch.float64)
+    return args["lo"] + (args["hi"] - args["lo"]) * torch.sigmoid(t) * BAD
+
+
+schedule("sigmoid_betas", SigmoidArgs, "betas along a sigmoid", build=betas)
+'''
+
+
+def test_a_plugin_schedule_drives_a_ddpm(tmp_path, capsys):
+    import torch
+
+    from gfdsl.compile.lower import lower
+    from gfdsl.driver import check_file
+
+    mod = tmp_path / "sched_plugin.py"
+    mod.write_text(SCHEDULE_PLUGIN.replace("BAD", "1"))
+    spec = tmp_path / "d.gfn"
+    spec.write_text((ROOT / "specs" / "ddpm.gfn").read_text().replace("linear(", "sigmoid_betas(").replace(
+        "start = ", "lo = ").replace("end = ", "hi = "))
+    assert main(["check", str(spec), "--plugin", str(mod), "--set", "T=5"]) == 0
+    c = check_file(spec, {"T": 5})
+    sched = next(iter(lower(c.graph, c.source).space.schedules.values()))
+    t = torch.linspace(-6, 6, 5, dtype=torch.float64)
+    lo, hi = c.graph.graph["schedules"]["beta"]["args"]["lo"], c.graph.graph["schedules"]["beta"]["args"]["hi"]
+    assert torch.allclose(sched.beta.double(), lo + (hi - lo) * torch.sigmoid(t), atol=1e-7)
+    bad = tmp_path / "bad_sched_plugin.py"
+    bad.write_text(SCHEDULE_PLUGIN.replace("BAD", "100").replace("sigmoid_betas", "sigmoid_bad"))
+    spec.write_text(spec.read_text().replace("sigmoid_betas(", "sigmoid_bad("))
+    assert main(["run", str(spec), "--plugin", str(bad), "--set", "T=5", "--steps", "1", "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 1
+    assert "plugin 'bad_sched_plugin' built schedule sigmoid_bad() with betas outside (0, 1)" in capsys.readouterr().err

@@ -29,5 +29,8 @@ class CosineArgs(Args):
     max_beta: float = Field(default=0.999, gt=0, lt=1)
 
 
-REGISTRY.add(Entry("linear", "schedule", LinearArgs, "betas linear from start to end over `steps` steps"))
-REGISTRY.add(Entry("cosine", "schedule", CosineArgs, "cosine alpha-bar schedule (Nichol & Dhariwal 2021)"))
+BUILD = "gfdsl.runtime.schedules:build_entry"  # the torch half (gfdsl.plugins.construct)
+
+REGISTRY.add(Entry("linear", "schedule", LinearArgs, "betas linear from start to end over `steps` steps", build=BUILD))
+REGISTRY.add(Entry("cosine", "schedule", CosineArgs, "cosine alpha-bar schedule (Nichol & Dhariwal 2021)",
+                   build=BUILD))

@@ -28,12 +28,19 @@ def betas(entry: str, args: dict) -> torch.Tensor:
     raise KeyError(entry)
 
 
+def build_entry(args: dict, ctx) -> torch.Tensor:
+    """The registry's `build` for gfdsl.library.schedules: the betas (T,) float64."""
+    return betas(ctx.entry, args)
+
+
 class Schedule(nn.Module):
     """All per-step constants of a beta schedule, as (T,) float32 buffers."""
 
     def __init__(self, entry: str, args: dict):
         super().__init__()
-        b = betas(entry, args)
+        from gfdsl.plugins import construct
+
+        b = construct("schedule", entry, args)  # built-in or a plugin's betas
         a = 1 - b
         abar = torch.cumprod(a, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
