@@ -47,6 +47,7 @@ OPEN_KINDS = ("reward", "energy", "net", "dataset", "schedule")  # the kinds a p
 
 # plugin name -> where it came from: 'entry point <name> = <value>' or '--plugin <module>'
 LOADED: dict[str, str] = {}
+ROOTS: dict[str, str] = {}  # top-level module name of a plugin's code -> the plugin's name
 MODULES: list[str] = []  # the --plugin arguments loaded, .py files as absolute paths (run.json keeps them)
 _staging: list[Entry] | None = None  # entries declared by the plugin being imported
 _installed_done = False
@@ -207,6 +208,11 @@ def _load(name: str, origin: str, imp: Callable) -> None:
         _staging = None
     _commit(name, staged)
     LOADED[name] = origin
+    if isinstance(obj, types.ModuleType):
+        ROOTS[obj.__name__.split(".")[0]] = name
+    for e in staged:  # where its torch halves live
+        mod = e.build.__module__ if callable(e.build) else str(e.build).partition(":")[0]
+        ROOTS.setdefault(mod.split(".")[0], name)
 
 
 def _commit(plugin: str, entries: list[Entry]) -> None:
@@ -286,6 +292,18 @@ from gfdsl.library.registry import Ref as REGISTRY_REF  # noqa: E402
 
 
 # -- building (the lowering calls this) ------------------------------------------------------------
+
+
+def blame(tb) -> tuple[str, str] | None:
+    """(plugin, 'file:line') of the innermost traceback frame in a plugin's code, if any:
+    an exception a plugin's module raised at run time is the plugin's, not gfdsl's."""
+    found = None
+    while tb is not None:
+        root = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if root in ROOTS:
+            found = (ROOTS[root], f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    return found
 
 
 def resolve(e: Entry) -> Callable:

@@ -231,3 +231,14 @@ def test_a_plugin_schedule_drives_a_ddpm(tmp_path, capsys):
     assert main(["run", str(spec), "--plugin", str(bad), "--set", "T=5", "--steps", "1", "--out",
                  str(tmp_path / "r"), "--no-progress"]) == 1
     assert "plugin 'bad_sched_plugin' built schedule sigmoid_bad() with betas outside (0, 1)" in capsys.readouterr().err
+
+
+def test_a_plugin_failing_at_run_time_is_named_not_a_gfdsl_bug(tmp_path, capsys):
+    mod = tmp_path / "late_failure.py"
+    mod.write_text(PLUGIN.replace("{name}", "fails_late").replace(
+        "return args[\"scale\"] * s.clamp(min=0).sum(1).float()", "raise RuntimeError('the reward service is down')"))
+    out = tmp_path / "r"
+    assert main(["run", _spec(tmp_path, "fails_late()"), "--plugin", str(mod), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E710]: plugin 'late_failure' raised RuntimeError: the reward service is down" in err, err
+    assert f"{mod}:" in err and "internal error" not in err

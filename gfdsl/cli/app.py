@@ -561,9 +561,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:  # a bug in gfdsl, not in the user's spec
+    except Exception as e:  # a bug in gfdsl, not in the user's spec -- or in a plugin's code
         if os.environ.get("GFDSL_DEBUG"):
             raise
+        from gfdsl.plugins import blame
+
+        who = blame(e.__traceback__)
+        if who is not None:
+            print(f"gfdsl: error[E710]: plugin '{who[0]}' raised {type(e).__name__}: {e}\n  at {who[1]}; "
+                  "set GFDSL_DEBUG=1 to see the traceback", file=sys.stderr)
+            return 1
         print(f"gfdsl: internal error (a bug in gfdsl, not in your input): {type(e).__name__}: {e}\n"
               "  set GFDSL_DEBUG=1 to see the traceback, and please report it", file=sys.stderr)
         return 3
