@@ -71,8 +71,8 @@ def run(spec_path: Path, out: Path, quick: bool, val: float | None = None, **kw)
     the budget is chosen on validation, never on the test set."""
     opts = RunOptions(out=str(out), progress=False, **kw)
     overrides = {}
-    if quick:
-        opts.steps, opts.eval_n, opts.eval_k = 3, 20, 2
+    if quick:  # the pipeline, not quality: a few steps, points and samples
+        opts.steps, opts.eval_n, opts.eval_k, opts.samples = 3, 20, 2, 64
     if val:
         steps = opts.steps or int(re.search(r"\n\s*steps\s*=\s*(\d+)", spec_path.read_text()).group(1))
         opts.val, overrides["val_every"] = val, max(1, steps // 20)
@@ -179,7 +179,7 @@ def ipf(name: str, data: str, tmp: Path, quick: bool) -> dict:
     spec = variant(name, tmp, extra={"steps": steps})
     t = time.perf_counter()
     s = train(str(spec), RunOptions(out=str(tmp / name), progress=False, eval_n=20 if quick else 2000,
-                                    eval_k=2 if quick else 20))
+                                    eval_k=2 if quick else 20, samples=64 if quick else None))
     w2 = [(r["round"], r["sliced_w2"]) for r in s["rounds"]]
     nll = f"; test NLL {s['test_nll_nats']:.3f} (IWAE k={s['nll_estimator'].get('k')})" if "test_nll_nats" in s else ""
     return dict(spec=name, data=data, steps=s["steps"], seconds=round(time.perf_counter() - t, 1),
