@@ -89,14 +89,10 @@ class FileArgs(Args):
 def _file_peek(a: FileArgs, inputs) -> tuple[str, int | None]:
     """(path, values per example) from the file's header, checked where the spec is
     checked; ValueError(path, why) for a missing or unreadable file."""
-    from gfdsl.errors import GfdslError
     from gfdsl.peek import peek
 
     for rel in filter(None, (a.path, a.labels)):
-        try:
-            inputs.resolve(rel)
-        except GfdslError as e:
-            raise ValueError(rel, e.diagnostics[0].message.split(": ", 1)[-1]) from None
+        _at_hand(inputs.resolve, rel)
     try:
         p = peek(inputs.resolve(a.path), a.key, a.label_field)
     except (ValueError, OSError) as e:
@@ -133,6 +129,16 @@ class ImagesArgs(Args):
         return v
 
 
+def _at_hand(find, rel: str):
+    """find(rel), its E801 turned into ValueError(rel, why) for the checker to place at the argument."""
+    from gfdsl.errors import GfdslError
+
+    try:
+        return find(rel)
+    except GfdslError as e:
+        raise ValueError(rel, e.diagnostics[0].message.split(": ", 1)[-1]) from None
+
+
 def _images_yields(a: ImagesArgs):
     n = a.channels * a.size * a.size
     if a.levels == 0:
@@ -142,13 +148,9 @@ def _images_yields(a: ImagesArgs):
 
 def _images_peek(a: ImagesArgs, inputs) -> tuple[str, int | None]:
     """The folder exists and holds images (checked where the spec is checked)."""
-    from gfdsl.errors import GfdslError
     from gfdsl.files import image_files
 
-    try:
-        files = image_files(inputs.resolve_dir(a.folder))
-    except GfdslError as e:
-        raise ValueError(a.folder, e.diagnostics[0].message.split(": ", 1)[-1]) from None
+    files = _at_hand(lambda rel: image_files(inputs.resolve_dir(rel)), a.folder)
     if len(files) < 2:
         raise ValueError(a.folder, f"it holds {len(files)} PNG or JPEG images; a data set needs at least 2")
     return a.folder, None

@@ -31,7 +31,7 @@ def _bad(path, why: str) -> GfdslError:
 
 
 def read_array(path: Path, key: str | None = None, mmap: bool = False) -> np.ndarray:
-    """A .npy, .npz array, .pt tensor or .csv table as a real numeric array: strings,
+    """A .npy, .npz array or .pt tensor (a .csv goes through read_csv) as a real numeric array: strings,
     objects, structured and complex arrays (whose imaginary part a cast would drop
     silently) are refused, E801. Finite-or-not is the caller's rule."""
     try:
@@ -45,8 +45,6 @@ def read_array(path: Path, key: str | None = None, mmap: bool = False) -> np.nda
                 if (key or names[0]) not in names:
                     raise _bad(path, f"has no array '{key}' (it has {', '.join(names[:8])})")
                 arr = z[key or names[0]]
-        elif path.suffix == ".csv":
-            arr = read_csv(path)[0]
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(obj, torch.Tensor):
