@@ -151,19 +151,24 @@ class Declarations:
             return
         self.scope.nets[d.name] = rng
         idxs = range(rng[0], rng[1] + 1) if rng else [None]
+        # a family whose arguments do not mention its index (`net st[k in 1..K] = mlp(...)`)
+        # is evaluated and validated once, not once per member
+        same = d.range is None or not uses_var(d.call, d.range.var)
+        done = None
         for i in idxs:
-            scope = self.scope.with_vars(**{d.range.var: i}) if d.range else self.scope
-            try:
-                entry, args = self._call_args(d.call, "net", scope, refs=False)
-            except Bad:
-                self.scope.poisoned.add(d.name)
-                return
+            if done is None or not same:
+                scope = self.scope.with_vars(**{d.range.var: i}) if d.range else self.scope
+                try:
+                    entry, args = self._call_args(d.call, "net", scope, refs=False)
+                except Bad:
+                    self.scope.poisoned.add(d.name)
+                    return
+                dumped = args.model_dump(by_alias=True)
+                if not dumped.get("cond"):  # an unconditional net's IR carries no condition settings
+                    dumped.pop("cond", None), dumped.pop("cond_embed", None)
+                done = entry, args, dumped, NetFacts(entry.name, *entry.info["facts"](args))
+            entry, args, dumped, facts = done
             nid = node_id(d.name, i)
-            i_, o_, te = entry.info["facts"](args)
             for c in getattr(args, "cond", ()):
                 self.out.conditions[c.name]["readers"].append(nid)
-            dumped = args.model_dump(by_alias=True)
-            if not dumped.get("cond"):  # an unconditional net's IR carries no condition settings
-                dumped.pop("cond", None), dumped.pop("cond_embed", None)
-            self.out.nets[nid] = dict(entry=entry.name, args=dumped, family=d.name,
-                                      facts=NetFacts(entry.name, i_, o_, te), span=d.span)
+            self.out.nets[nid] = dict(entry=entry.name, args=dict(dumped), family=d.name, facts=facts, span=d.span)

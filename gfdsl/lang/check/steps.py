@@ -124,6 +124,8 @@ class Steps:
                 self.error("E503", d.span, direction=direction)
         bindings = [{var: i} for i in range(rng[0], rng[1] + 1)] if rng else [{}]
         cache: dict = {}  # (direction, key of evaluated args) -> kernel id
+        # once per step, not per unrolled edge: which kernels read the index variable
+        cache["depends"] = {f.call: var is not None and uses_var(f.call, var) for f in fields.values()}
         reported: set = set()
         for b in bindings:
             scope = self.scope.with_vars(**b)
@@ -150,7 +152,7 @@ class Steps:
         call = f.call
         if call.name == "inverse":
             return self._inverse(f, direction, tid, kids)
-        depends = var is not None and uses_var(call, var)
+        depends = cache["depends"][call]
         key = (direction, binding.get(var) if depends else None)
         if key in cache:
             kid = cache[key]
@@ -171,23 +173,35 @@ class Steps:
             return kid
         nodes = self.out.nodes
         inp, out = (src, dst) if direction == "forward" else (dst, src)
-        prior = self.out.kernels.get("prior")
-        if getattr(self, "_facts", None) is None:  # once: the nets and schedules are all declared by now
-            self._facts = ({n: v["facts"] for n, v in self.out.nets.items()},
-                           {n: v["length"] for n, v in self.out.schedules.items()})
         use = KernelUse(direction, nodes[inp].type, nodes[out].type, inp, out,
                         sum(nodes[c].type.net_width for c in ctx) if direction == "forward" else 0,
-                        *self._facts, n_steps, nodes[self.out.data_node].type if self.out.data_node else None,
-                        tuple(prior.args["value"]) if prior is not None and prior.entry == "point" else
-                        () if getattr(self, "_source_bad", False) else None,
-                        self._rewarded)
-        spans = {a.name: a.value.span for a in call.args if a.name}
+                        *self._use_facts(), n_steps, *self._use_tail())
         for p in entry.rule(use, args):
             if (p.code, p.fields.get("name") or p.arg) in reported:
                 continue  # one report per problem and step, not one per unrolled edge
             reported.add((p.code, p.fields.get("name") or p.arg))
+            spans = {a.name: a.value.span for a in call.args if a.name}
             self.error(p.code, spans.get(p.arg, call.span), **p.fields)
         return kid
+
+    def _use_facts(self) -> tuple:
+        """What every kernel rule reads of the nets and schedules (KernelUse.nets,
+        .schedules): built once, when the first step is checked, all being declared."""
+        if getattr(self, "_facts", None) is None:
+            self._facts = ({n: v["facts"] for n, v in self.out.nets.items()},
+                           {n: v["length"] for n, v in self.out.schedules.items()})
+        return self._facts
+
+    def _use_tail(self) -> tuple:
+        """KernelUse's data, source_point and rewarded: the same for every step, so once
+        the source and data states are checked (they are, before any step)."""
+        if getattr(self, "_tail", None) is None:
+            prior = self.out.kernels.get("prior")
+            self._tail = (self.out.nodes[self.out.data_node].type if self.out.data_node else None,
+                          tuple(prior.args["value"]) if prior is not None and prior.entry == "point" else
+                          () if getattr(self, "_source_bad", False) else None,
+                          self._rewarded)
+        return self._tail
 
     def _inverse(self, f: ast.StepField, direction: str, tid: str, kids: dict) -> str:
         call = f.call
