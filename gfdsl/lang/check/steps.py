@@ -125,7 +125,7 @@ class Steps:
         bindings = [{var: i} for i in range(rng[0], rng[1] + 1)] if rng else [{}]
         cache: dict = {}  # (direction, key of evaluated args) -> kernel id
         # once per step, not per unrolled edge: which kernels read the index variable
-        cache["depends"] = {f.call: var is not None and uses_var(f.call, var) for f in fields.values()}
+        cache["depends"] = {id(f.call): var is not None and uses_var(f.call, var) for f in fields.values()}
         reported: set = set()
         for b in bindings:
             scope = self.scope.with_vars(**b)
@@ -152,7 +152,7 @@ class Steps:
         call = f.call
         if call.name == "inverse":
             return self._inverse(f, direction, tid, kids)
-        depends = cache["depends"][call]
+        depends = cache["depends"][id(call)]
         key = (direction, binding.get(var) if depends else None)
         if key in cache:
             kid = cache[key]
