@@ -360,14 +360,19 @@ def test_learned_bridge_correction_starts_as_the_bridge_and_is_trained_by_tb():
 
 def test_a_replay_buffer_beyond_memory_is_refused_before_the_run_starts(tmp_path, capsys):
     """10 million buffered states of 4096 coordinates (about 150 GiB) against a 20 GiB
-    limit: E807 with the estimate, at the state declaration, and no run folder."""
+    limit: E807 with the estimate, at the `replay = ...` setting that asks for it (line
+    and column), and no run folder."""
     from gfdsl.cli.app import main
 
     p = tmp_path / "big.gfn"
     p.write_text(spec(D=4096, energy="funnel(dim = D)", train="replay = 10000000"))
     rc = main(["run", str(p), "--steps", "2", "--out", str(tmp_path / "run"), "--no-progress", "--max-memory", "20G"])
     err = capsys.readouterr().err
-    assert rc == 1 and "error[E807]" in err and "replay buffer" in err and err.startswith(f"{p}:")
+    assert rc == 1 and "error[E807]" in err and "replay buffer" in err
+    text = p.read_text().splitlines()
+    line = next(i for i, t in enumerate(text, 1) if "replay = 10000000" in t)
+    col = text[line - 1].index("replay") + 1
+    assert err.startswith(f"{p}:{line}:{col}:"), err
     assert not (tmp_path / "run").exists()
 
 

@@ -180,6 +180,7 @@ def estimate(g: nx.DiGraph, batch: int, eval_n: int | None = None, eval_k: int |
     # spans for E807: the largest net drives the parameters, the widest state the rest
     big = G["nets"][max(sizes, key=lambda n: sizes[n][0])].get("span") if sizes else None
     wide = max((v for _, v in g.nodes(data=True) if "shape" in v), key=numel, default={}).get("span")
+    replay_at = G.get("train_spans", {}).get("replay")  # the buffer's row points at its `replay = N`
     c.add("parameters and gradients", 2 * F32 * P, big)
     c.add(f"optimizer state ({s['optimizer']})", opt * F32 * P, big)
     terms = {t["term"]: t["args"] for t in G["objective"] + G["prior_objective"]}
@@ -193,7 +194,7 @@ def estimate(g: nx.DiGraph, batch: int, eval_n: int | None = None, eval_k: int |
         c.add("trajectory states", batch * (length + 1) * sp["size"] * 8, wide)
         c.add("activations of a step", batch * length * act * F32, wide)
         if s["replay"]:
-            c.add("replay buffer", s["replay"] * (sp["size"] * 8 + 8), wide)
+            c.add("replay buffer", s["replay"] * (sp["size"] * 8 + 8), replay_at or wide)
         return c
     steps, width = _per_step(g, sizes)
     T = max(len(steps), 1)
@@ -205,7 +206,7 @@ def estimate(g: nx.DiGraph, batch: int, eval_n: int | None = None, eval_k: int |
     c.add("trajectory states", rows * (T + 1) * width * F32 * (1 if simple else 2), wide)
     c.add("activations of a step", rows * act * F32, wide)
     if s["replay"]:
-        c.add("replay buffer", s["replay"] * (width * F32 + 8), wide)
+        c.add("replay buffer", s["replay"] * (width * F32 + 8), replay_at or wide)
     # evaluation: the likelihood streams over steps in chunks of EVAL_CHUNK trajectories;
     # a reward-driven chain scores 2000 forward trajectories at once
     per_step = max((a for a, _ in steps), default=0)

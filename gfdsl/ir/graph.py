@@ -77,6 +77,7 @@ def build(spec: CheckedSpec) -> nx.DiGraph:
         actions=[dict(id=a["id"], entry=a["entry"], args=a["args"], inverse=INVERSE.get(a["entry"]),
                       span=a["span"].as_tuple()) for a in spec.actions],
         train=dict(spec.train),
+        train_spans={n: sp.as_tuple() for n, sp in spec.train_spans.items()},
         source=spec.source_node,
         data=spec.data_node,
     )

@@ -139,6 +139,7 @@ class Objectives:
                                             block.span if block else self.model.name_span).model_dump()
         except Bad:
             return
+        self.out.train_spans = {n: a.span for n, a in spans.items() if a is not None}
         self._local_search(spans.get("local_search"))
         self._validation(spans, has)
 

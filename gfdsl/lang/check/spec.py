@@ -80,6 +80,7 @@ class CheckedSpec:
     reward: dict | None = None  # the reward target {entry, args, form, span}
     source_data: dict | None = None  # a data set the source is drawn from {entry, args, span}
     train: dict = field(default_factory=dict)
+    train_spans: dict = field(default_factory=dict)  # setting -> Span of its `name = value` in the train block
     source_node: str | None = None
     data_node: str | None = None  # the terminal state: where forward trajectories end
     actions: list = field(default_factory=list)  # [{id, entry, args, span}], moves then exit
