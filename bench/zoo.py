@@ -194,7 +194,7 @@ def merged(old_table: str, rows: list) -> list:
     new = {(r["spec"], r["data"]): r for r in rows}
     out = []
     for line in old_table.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # a cell's own | is \|
         if len(cells) != 11 or cells[0] in ("spec", "---"):
             continue
         key = (cells[0], cells[1])
@@ -222,9 +222,9 @@ def table(rows, quick: bool) -> str:
         met = "" if r["goal"] is None else ("yes" if r["ours"] <= r["goal"] else "**no**")
         if r["spec"] == "schrodinger_bridge":
             met = "yes" if r["ours"] < r["reference"] else "**no**"
-        f = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        f = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "\\|")  # noqa: E731
         out.append(f"| {r['spec']} | {r['data']} | {r['steps']} | {r['seconds']} | {f(r['ours'])} | {r['estimator']} "
-                   f"| {f(r['reference'])} | {f(r['goal'])} | {met} | {f(r['entropy'])} | {r['note']} |")
+                   f"| {f(r['reference'])} | {f(r['goal'])} | {met} | {f(r['entropy'])} | {f(r['note'])} |")
     return "\n".join(out) + "\n"
 
 
